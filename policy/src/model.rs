@@ -1,0 +1,366 @@
+//! The policy file as written by operators (`kind: PoolPolicy`).
+//!
+//! Field names are camelCase like Kubernetes objects. Every struct rejects unknown keys so
+//! a typo fails loudly instead of silently falling back to a default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// API version accepted in `apiVersion`.
+pub const API_VERSION: &str = "kpool.io/v1alpha1";
+/// Kind accepted in `kind`.
+pub const KIND: &str = "PoolPolicy";
+
+/// The pool policy: what a broker pod on the Kafka pool must look like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    pub api_version: String,
+    pub kind: String,
+    /// `enforce` denies/evicts violators; `audit` only reports them.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Name of this Kubernetes cluster (one of the clusters the Kafka cluster stretches over).
+    pub cluster: String,
+    /// Availability zones, in order: broker `n` lives in `zones[n mod len]`.
+    pub zones: Vec<String>,
+    /// Rack string per broker; placeholders `{cluster}` and `{zone}`.
+    #[serde(default = "default_rack_format")]
+    pub rack_format: String,
+    pub brokers: Brokers,
+    #[serde(default)]
+    pub injection: Injection,
+    pub pool: Pool,
+    pub listener: Listener,
+    pub sidecar: Sidecar,
+    #[serde(default)]
+    pub readiness: Readiness,
+    #[serde(default)]
+    pub identity: IdentityEnv,
+    #[serde(default)]
+    pub spread: Spread,
+    #[serde(default)]
+    pub conflicts: Conflicts,
+    #[serde(default)]
+    pub guard: Guard,
+}
+
+fn default_rack_format() -> String {
+    "{cluster}-{zone}".to_owned()
+}
+
+/// Enforcement mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// How broker pods are recognised and numbered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Brokers {
+    /// Labels a broker pod carries; all must match.
+    pub selector: BTreeMap<String, String>,
+    /// Name of the Kafka container in the broker pod.
+    #[serde(default = "default_broker_container")]
+    pub container: String,
+    /// Broker id = `idBase + ordinal`; give each Kubernetes cluster its own base.
+    #[serde(default)]
+    pub id_base: u32,
+}
+
+fn default_broker_container() -> String {
+    "kafka".to_owned()
+}
+
+/// Opt-in and opt-out switches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Injection {
+    /// Namespaces carrying this label (key=value) get injection.
+    #[serde(default = "default_namespace_label")]
+    pub namespace_label: Label,
+    /// A pod annotated `<this>: "false"` is left alone.
+    #[serde(default = "default_opt_out_annotation")]
+    pub opt_out_annotation: String,
+}
+
+impl Default for Injection {
+    fn default() -> Self {
+        Self {
+            namespace_label: default_namespace_label(),
+            opt_out_annotation: default_opt_out_annotation(),
+        }
+    }
+}
+
+fn default_namespace_label() -> Label {
+    Label {
+        key: "kpool.io/injection".to_owned(),
+        value: "enabled".to_owned(),
+    }
+}
+
+fn default_opt_out_annotation() -> String {
+    "kpool.io/inject".to_owned()
+}
+
+/// A label key and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+/// The dedicated worker pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Pool {
+    /// Label every pool node carries.
+    pub node_label: Label,
+    /// Taint every pool node carries.
+    pub taint: Taint,
+    /// Node label holding the zone.
+    #[serde(default = "default_zone_label")]
+    pub zone_label: String,
+}
+
+fn default_zone_label() -> String {
+    "topology.kubernetes.io/zone".to_owned()
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+/// Kubernetes taint effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TaintEffect {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSchedule => "NoSchedule",
+            Self::PreferNoSchedule => "PreferNoSchedule",
+            Self::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// The advertised listener of each broker: one loopback address per Kafka cluster on the
+/// client side, one port per broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    /// Env var of the broker container that receives the rendered template.
+    #[serde(default = "default_listener_env")]
+    pub env: String,
+    /// e.g. `CLIENT://127.0.0.5:{port}`; every identity placeholder is available.
+    pub template: String,
+    /// Port of broker ordinal 0; broker `n` gets `basePort + n`.
+    pub base_port: u16,
+    /// Optional env var that receives the broker's port on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_env: Option<String>,
+}
+
+fn default_listener_env() -> String {
+    "KAFKA_ADVERTISED_LISTENERS".to_owned()
+}
+
+/// The security (mTLS) sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sidecar {
+    /// Inject as a native sidecar (init container with `restartPolicy: Always`, Kubernetes
+    /// 1.29+) so it starts before and stops after the broker.
+    #[serde(default = "yes")]
+    pub native: bool,
+    /// A full container spec; strings may use identity placeholders.
+    pub container: serde_json::Value,
+    /// Volumes the sidecar mounts; strings may use identity placeholders.
+    #[serde(default)]
+    pub volumes: Vec<serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The readiness probe that asks the agent on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Readiness {
+    /// Port the kpool agent listens on at the node's IP.
+    #[serde(default = "default_agent_port")]
+    pub agent_port: u16,
+    #[serde(default = "default_period")]
+    pub period_seconds: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u32,
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default)]
+    pub initial_delay_seconds: u32,
+    /// Image holding `kpool-probe`; an init container copies it into the pod.
+    #[serde(default = "default_probe_image")]
+    pub probe_image: String,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            agent_port: default_agent_port(),
+            period_seconds: default_period(),
+            timeout_seconds: default_timeout(),
+            failure_threshold: default_failure_threshold(),
+            initial_delay_seconds: 0,
+            probe_image: default_probe_image(),
+        }
+    }
+}
+
+fn default_agent_port() -> u16 {
+    8475
+}
+fn default_period() -> u32 {
+    10
+}
+fn default_timeout() -> u32 {
+    2
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_probe_image() -> String {
+    concat!("ghcr.io/kpool/kpool-agent:", env!("CARGO_PKG_VERSION")).to_owned()
+}
+
+/// Names of the env vars that carry the broker's identity into the broker container.
+/// The defaults are the ones the `apache/kafka` image maps to `server.properties`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdentityEnv {
+    #[serde(default = "default_rack_env")]
+    pub rack: String,
+    #[serde(default = "default_zone_env")]
+    pub zone: String,
+    #[serde(default = "default_cluster_env")]
+    pub cluster: String,
+    #[serde(default = "default_broker_id_env")]
+    pub broker_id: String,
+}
+
+impl Default for IdentityEnv {
+    fn default() -> Self {
+        Self {
+            rack: default_rack_env(),
+            zone: default_zone_env(),
+            cluster: default_cluster_env(),
+            broker_id: default_broker_id_env(),
+        }
+    }
+}
+
+fn default_rack_env() -> String {
+    "KAFKA_BROKER_RACK".to_owned()
+}
+fn default_zone_env() -> String {
+    "KPOOL_ZONE".to_owned()
+}
+fn default_cluster_env() -> String {
+    "KPOOL_CLUSTER".to_owned()
+}
+fn default_broker_id_env() -> String {
+    "KAFKA_NODE_ID".to_owned()
+}
+
+/// Topology spread of brokers over zones (belt and braces on top of zone pinning).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Spread {
+    #[serde(default = "one")]
+    pub max_skew: u32,
+    #[serde(default)]
+    pub when_unsatisfiable: WhenUnsatisfiable,
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Self {
+            max_skew: 1,
+            when_unsatisfiable: WhenUnsatisfiable::default(),
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `whenUnsatisfiable` of a topology spread constraint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WhenUnsatisfiable {
+    #[default]
+    DoNotSchedule,
+    ScheduleAnyway,
+}
+
+impl WhenUnsatisfiable {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DoNotSchedule => "DoNotSchedule",
+            Self::ScheduleAnyway => "ScheduleAnyway",
+        }
+    }
+}
+
+/// What to do when the pod already sets something kpool wants to set.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Conflicts {
+    /// An existing readiness probe on the broker container.
+    #[serde(default)]
+    pub readiness_probe: OnConflict,
+    /// An existing env var of the same name on the broker container.
+    #[serde(default)]
+    pub env: OnConflict,
+}
+
+/// Keep the pod's value, or replace it with the policy's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    #[default]
+    Keep,
+    Replace,
+}
+
+/// Who may run on the pool besides brokers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Guard {
+    /// Namespaces whose pods may tolerate the pool taint.
+    #[serde(default)]
+    pub allow_namespaces: Vec<String>,
+    /// Service accounts (`namespace/name`) whose pods may tolerate the pool taint.
+    #[serde(default)]
+    pub allow_service_accounts: Vec<String>,
+}

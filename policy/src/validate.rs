@@ -1,0 +1,529 @@
+//! Strict parsing and semantic validation. Every error names the field path and the value.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::json_template::JsonTemplate;
+use crate::model::{API_VERSION, KIND, Label, PolicySpec};
+use crate::names::{check_dns_label, check_env_name, check_label_value, check_qualified_name};
+use crate::template::{ALL_VARS, Template, Var, Vars};
+
+/// Name of the init container that copies `kpool-probe` into the pod.
+pub const PROBE_INSTALLER_NAME: &str = "kpool-probe-install";
+/// Name of the emptyDir volume holding `kpool-probe`.
+pub const PROBE_VOLUME_NAME: &str = "kpool-bin";
+/// Env vars the injected probe needs; policy env names must not collide with them.
+pub const PROBE_ENV: [&str; 3] = ["HOST_IP", "POD_NAME", "POD_NAMESPACE"];
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path such as `zones[1]` or `sidecar.container.name`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a policy cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{origin}: cannot read policy: {message}")]
+    Read { origin: String, message: String },
+    #[error("{origin}{}: {}{message}", location_suffix(*line, *column), path_prefix(path))]
+    Parse {
+        origin: String,
+        /// Field path where parsing stopped (empty at the top level).
+        path: String,
+        line: Option<u64>,
+        column: Option<u64>,
+        message: String,
+    },
+    #[error("{origin}: invalid policy:{}", list(errors))]
+    Invalid {
+        origin: String,
+        errors: Vec<FieldError>,
+    },
+}
+
+impl PolicyError {
+    /// The individual field errors (one for parse errors).
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            Self::Read { message, .. } => vec![FieldError {
+                path: String::new(),
+                message: message.clone(),
+            }],
+            Self::Parse { path, message, .. } => vec![FieldError {
+                path: path.clone(),
+                message: message.clone(),
+            }],
+            Self::Invalid { errors, .. } => errors.clone(),
+        }
+    }
+}
+
+fn location_suffix(line: Option<u64>, column: Option<u64>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+fn path_prefix(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors.iter().map(|e| format!("\n  - {e}")).collect()
+}
+
+/// YAML text → spec, with unknown keys and type errors reported at their field path.
+pub(crate) fn parse(yaml: &str, origin: &str) -> Result<PolicySpec, PolicyError> {
+    if yaml.trim().is_empty() {
+        return Err(PolicyError::Parse {
+            origin: origin.to_owned(),
+            path: String::new(),
+            line: None,
+            column: None,
+            message: "the policy document is empty".to_owned(),
+        });
+    }
+    let mut path = String::new();
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::with_deserializer_from_str_with_options(yaml, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let loc = e.location();
+        PolicyError::Parse {
+            origin: origin.to_owned(),
+            path: if path == "." { String::new() } else { path },
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            message: strip_location(&e.to_string()),
+        }
+    })
+}
+
+/// serde-saphyr appends " at line L column C"; the location is reported separately.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+    .trim_end()
+    .to_owned()
+}
+
+/// What validation compiles along the way.
+pub(crate) struct Compiled {
+    pub racks: Vec<String>,
+    pub rack_format: Template,
+    pub listener: Template,
+    pub sidecar_container: JsonTemplate,
+    pub sidecar_volumes: Vec<JsonTemplate>,
+    pub sidecar_name: String,
+    pub sidecar_volume_names: Vec<String>,
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, path: impl Into<String>, r: Result<(), String>) {
+        if let Err(m) = r {
+            self.push(path, m);
+        }
+    }
+
+    fn label(&mut self, path: &str, l: &Label) {
+        self.check(format!("{path}.key"), check_qualified_name(&l.key));
+        self.check(format!("{path}.value"), check_label_value(&l.value));
+    }
+}
+
+pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
+    let mut e = Errors::default();
+
+    if spec.api_version != API_VERSION {
+        e.push(
+            "apiVersion",
+            format!("expected {API_VERSION:?}, found {:?}", spec.api_version),
+        );
+    }
+    if spec.kind != KIND {
+        e.push("kind", format!("expected {KIND:?}, found {:?}", spec.kind));
+    }
+    if spec.cluster.is_empty() {
+        e.push("cluster", "must not be empty");
+    } else {
+        e.check("cluster", check_label_value(&spec.cluster));
+    }
+
+    // zones (rack checks below only run when zones and rackFormat are sound)
+    let errors_before_racks = e.0.len();
+    if spec.zones.is_empty() {
+        e.push("zones", "must list at least one zone");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, z) in spec.zones.iter().enumerate() {
+        if z.is_empty() {
+            e.push(format!("zones[{i}]"), "must not be empty");
+        } else if !seen.insert(z.as_str()) {
+            e.push(format!("zones[{i}]"), format!("duplicate zone {z:?}"));
+        } else {
+            e.check(format!("zones[{i}]"), check_label_value(z));
+        }
+    }
+
+    // rack format
+    let rack_format = match Template::compile(&spec.rack_format, &[Var::Cluster, Var::Zone], false)
+    {
+        Ok(t) => t,
+        Err(err) => {
+            e.push("rackFormat", format!("{:?}: {err}", spec.rack_format));
+            Template::empty()
+        }
+    };
+    let racks: Vec<String> = spec
+        .zones
+        .iter()
+        .map(|z| {
+            rack_format.render(&ClusterZone {
+                cluster: &spec.cluster,
+                zone: z,
+            })
+        })
+        .collect();
+    let mut seen_racks = BTreeSet::new();
+    let racks_checkable = e.0.len() == errors_before_racks;
+    for (z, r) in spec
+        .zones
+        .iter()
+        .zip(&racks)
+        .take_while(|_| racks_checkable)
+    {
+        if r.is_empty() {
+            e.push("rackFormat", "renders an empty rack");
+            break;
+        }
+        if let Err(m) = check_label_value(r) {
+            e.push("rackFormat", format!("rack for zone {z:?}: {m}"));
+        }
+        if !seen_racks.insert(r.as_str()) {
+            e.push(
+                "rackFormat",
+                format!("renders the same rack {r:?} for more than one zone; include {{zone}}"),
+            );
+            break;
+        }
+    }
+
+    // brokers
+    if spec.brokers.selector.is_empty() {
+        e.push(
+            "brokers.selector",
+            "must have at least one label (an empty selector would match every pod)",
+        );
+    }
+    for (k, v) in &spec.brokers.selector {
+        e.check(format!("brokers.selector.{k}"), check_qualified_name(k));
+        e.check(format!("brokers.selector.{k}"), check_label_value(v));
+    }
+    e.check(
+        "brokers.container",
+        check_dns_label(&spec.brokers.container),
+    );
+    if i32::try_from(spec.brokers.id_base).is_err() {
+        e.push(
+            "brokers.idBase",
+            format!("{} is beyond Kafka's int32 node.id", spec.brokers.id_base),
+        );
+    }
+
+    // injection
+    e.label("injection.namespaceLabel", &spec.injection.namespace_label);
+    e.check(
+        "injection.optOutAnnotation",
+        check_qualified_name(&spec.injection.opt_out_annotation),
+    );
+
+    // pool
+    e.label("pool.nodeLabel", &spec.pool.node_label);
+    e.check("pool.taint.key", check_qualified_name(&spec.pool.taint.key));
+    if let Some(v) = &spec.pool.taint.value {
+        e.check("pool.taint.value", check_label_value(v));
+    }
+    e.check(
+        "pool.zoneLabel",
+        check_qualified_name(&spec.pool.zone_label),
+    );
+
+    // listener
+    let listener = match Template::compile(&spec.listener.template, ALL_VARS, false) {
+        Ok(t) => t,
+        Err(err) => {
+            e.push(
+                "listener.template",
+                format!("{:?}: {err}", spec.listener.template),
+            );
+            Template::empty()
+        }
+    };
+    if spec.listener.template.trim().is_empty() {
+        e.push("listener.template", "must not be empty");
+    }
+    if spec.listener.base_port == 0 {
+        e.push("listener.basePort", "must be between 1 and 65535, found 0");
+    }
+
+    // env names: valid and distinct
+    let mut env_names: Vec<(&str, &str)> = vec![
+        ("listener.env", spec.listener.env.as_str()),
+        ("identity.rack", spec.identity.rack.as_str()),
+        ("identity.zone", spec.identity.zone.as_str()),
+        ("identity.cluster", spec.identity.cluster.as_str()),
+        ("identity.brokerId", spec.identity.broker_id.as_str()),
+    ];
+    if let Some(p) = &spec.listener.port_env {
+        env_names.push(("listener.portEnv", p));
+    }
+    let mut seen_env: Vec<(&str, &str)> = PROBE_ENV
+        .iter()
+        .map(|n| ("the probe's downward-API env", *n))
+        .collect();
+    for (path, name) in env_names {
+        if let Err(m) = check_env_name(name) {
+            e.push(path, m);
+        } else if let Some((other, _)) = seen_env.iter().find(|(_, n)| *n == name) {
+            e.push(path, format!("env var {name:?} is already used by {other}"));
+        } else {
+            seen_env.push((path, name));
+        }
+    }
+
+    // sidecar
+    let (sidecar_container, sidecar_name) = validate_sidecar_container(spec, &mut e);
+    let mut sidecar_volumes = Vec::new();
+    let mut sidecar_volume_names = Vec::new();
+    for (i, v) in spec.sidecar.volumes.iter().enumerate() {
+        let path = format!("sidecar.volumes[{i}]");
+        if typed_check::<k8s_openapi::api::core::v1::Volume>(v, &path, &mut e) {
+            let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+            if let Err(m) = check_dns_label(name) {
+                e.push(format!("{path}.name"), m);
+            } else if name == PROBE_VOLUME_NAME {
+                e.push(
+                    format!("{path}.name"),
+                    format!("{name:?} is reserved for the probe binary volume"),
+                );
+            } else if sidecar_volume_names.iter().any(|n| n == name) {
+                e.push(format!("{path}.name"), format!("duplicate volume {name:?}"));
+            } else {
+                sidecar_volume_names.push(name.to_owned());
+            }
+        }
+        match JsonTemplate::compile(v, &path) {
+            Ok(t) => sidecar_volumes.push(t),
+            Err(err) => e.push(err.path, err.error.to_string()),
+        }
+    }
+
+    // readiness
+    let r = &spec.readiness;
+    if r.agent_port == 0 {
+        e.push(
+            "readiness.agentPort",
+            "must be between 1 and 65535, found 0",
+        );
+    }
+    for (path, v) in [
+        ("readiness.periodSeconds", r.period_seconds),
+        ("readiness.timeoutSeconds", r.timeout_seconds),
+        ("readiness.failureThreshold", r.failure_threshold),
+    ] {
+        if v == 0 {
+            e.push(path, "must be at least 1, found 0");
+        }
+    }
+    if r.probe_image.trim().is_empty() {
+        e.push("readiness.probeImage", "must not be empty");
+    }
+
+    if spec.spread.max_skew == 0 {
+        e.push("spread.maxSkew", "must be at least 1, found 0");
+    }
+
+    for (i, ns) in spec.guard.allow_namespaces.iter().enumerate() {
+        e.check(format!("guard.allowNamespaces[{i}]"), check_dns_label(ns));
+    }
+    for (i, sa) in spec.guard.allow_service_accounts.iter().enumerate() {
+        let path = format!("guard.allowServiceAccounts[{i}]");
+        match sa.split_once('/') {
+            Some((ns, name)) if check_dns_label(ns).is_ok() && !name.is_empty() => {}
+            _ => e.push(path, format!("expected \"namespace/name\", found {sa:?}")),
+        }
+    }
+
+    if e.0.is_empty() {
+        Ok(Compiled {
+            racks,
+            rack_format,
+            listener,
+            sidecar_container,
+            sidecar_volumes,
+            sidecar_name,
+            sidecar_volume_names,
+        })
+    } else {
+        Err(e.0)
+    }
+}
+
+fn validate_sidecar_container(spec: &PolicySpec, e: &mut Errors) -> (JsonTemplate, String) {
+    let c = &spec.sidecar.container;
+    let path = "sidecar.container";
+    let empty = JsonTemplate::Static(Value::Null);
+    if !c.is_object() {
+        e.push(
+            path,
+            format!("expected a container spec (a mapping), found {c}"),
+        );
+        return (empty, String::new());
+    }
+    typed_check::<k8s_openapi::api::core::v1::Container>(c, path, e);
+    let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+    if name.contains('{') {
+        e.push(
+            format!("{path}.name"),
+            format!("{name:?}: the sidecar name must be the same in every pod; no placeholders"),
+        );
+    } else if let Err(m) = check_dns_label(name) {
+        e.push(format!("{path}.name"), m);
+    } else if name == spec.brokers.container {
+        e.push(
+            format!("{path}.name"),
+            format!("{name:?} is the broker container's name (brokers.container)"),
+        );
+    } else if name == PROBE_INSTALLER_NAME {
+        e.push(
+            format!("{path}.name"),
+            format!("{name:?} is reserved for the probe installer"),
+        );
+    }
+    if c.get("image")
+        .and_then(Value::as_str)
+        .is_none_or(|i| i.trim().is_empty())
+    {
+        e.push(format!("{path}.image"), "must be set");
+    }
+    if let Some(rp) = c.get("restartPolicy") {
+        e.push(
+            format!("{path}.restartPolicy"),
+            format!("{rp} must not be set: kpool sets it from sidecar.native"),
+        );
+    }
+    let template = match JsonTemplate::compile(c, path) {
+        Ok(t) => t,
+        Err(err) => {
+            e.push(err.path, err.error.to_string());
+            empty
+        }
+    };
+    (template, name.to_owned())
+}
+
+/// Checks that `v` is a valid `T` and has no field `T` does not know (k8s-openapi types
+/// ignore unknown fields, so compare against a round trip). Returns true when valid.
+fn typed_check<T: DeserializeOwned + serde::Serialize>(
+    v: &Value,
+    path: &str,
+    e: &mut Errors,
+) -> bool {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Err(err) => {
+            let inner = err.path().to_string();
+            let at = if inner == "." {
+                path.to_owned()
+            } else {
+                format!("{path}.{inner}")
+            };
+            e.push(at, err.into_inner().to_string());
+            false
+        }
+        Ok(typed) => {
+            let back = serde_json::to_value(&typed).unwrap_or(Value::Null);
+            match first_unknown(v, &back, path) {
+                Some(unknown) => {
+                    e.push(unknown, "unknown field");
+                    false
+                }
+                None => true,
+            }
+        }
+    }
+}
+
+fn first_unknown(orig: &Value, back: &Value, path: &str) -> Option<String> {
+    match (orig, back) {
+        (Value::Object(o), Value::Object(b)) => o.iter().find_map(|(k, v)| match b.get(k) {
+            // null and empty collections may be dropped by the round trip
+            None if !is_emptyish(v) => Some(format!("{path}.{k}")),
+            None => None,
+            Some(bv) => first_unknown(v, bv, &format!("{path}.{k}")),
+        }),
+        (Value::Array(o), Value::Array(b)) => o
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, bv))| first_unknown(v, bv, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn is_emptyish(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+struct ClusterZone<'a> {
+    cluster: &'a str,
+    zone: &'a str,
+}
+
+impl Vars for ClusterZone<'_> {
+    fn write_var(&self, var: Var, out: &mut String) {
+        match var {
+            Var::Cluster => out.push_str(self.cluster),
+            Var::Zone => out.push_str(self.zone),
+            _ => {}
+        }
+    }
+}
