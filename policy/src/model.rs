@@ -152,6 +152,40 @@ pub enum TaintEffect {
     NoExecute,
 }
 
+impl Taint {
+    /// True when `toleration` (a Kubernetes Toleration as JSON) tolerates this taint, by the
+    /// scheduler's rules: an empty key with `Exists` tolerates everything, an empty effect
+    /// matches every effect, `Equal` (the default operator) compares values.
+    pub fn is_tolerated_by(&self, toleration: &serde_json::Value) -> bool {
+        let field = |k: &str| {
+            toleration
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+        };
+        let effect = field("effect");
+        if !effect.is_empty() && effect != self.effect.as_str() {
+            return false;
+        }
+        let operator = match field("operator") {
+            "" => "Equal",
+            op => op,
+        };
+        let key = field("key");
+        if key.is_empty() {
+            return operator == "Exists";
+        }
+        if key != self.key {
+            return false;
+        }
+        match operator {
+            "Exists" => true,
+            "Equal" => field("value") == self.value.as_deref().unwrap_or(""),
+            _ => false,
+        }
+    }
+}
+
 impl TaintEffect {
     /// The name Kubernetes uses.
     pub fn as_str(self) -> &'static str {
@@ -363,4 +397,38 @@ pub struct Guard {
     /// Service accounts (`namespace/name`) whose pods may tolerate the pool taint.
     #[serde(default)]
     pub allow_service_accounts: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn toleration_matching_follows_the_scheduler() {
+        let taint = Taint {
+            key: "kpool.io/pool".into(),
+            value: Some("kafka".into()),
+            effect: TaintEffect::NoSchedule,
+        };
+        let yes = [
+            json!({"key": "kpool.io/pool", "operator": "Equal", "value": "kafka", "effect": "NoSchedule"}),
+            json!({"key": "kpool.io/pool", "value": "kafka"}),
+            json!({"key": "kpool.io/pool", "operator": "Exists"}),
+            json!({"operator": "Exists"}),
+        ];
+        let no = [
+            json!({"key": "kpool.io/pool", "value": "other"}),
+            json!({"key": "kpool.io/pool", "operator": "Exists", "effect": "NoExecute"}),
+            json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists"}),
+            json!({"operator": "Equal"}),
+        ];
+        for t in &yes {
+            assert!(taint.is_tolerated_by(t), "{t}");
+        }
+        for t in &no {
+            assert!(!taint.is_tolerated_by(t), "{t}");
+        }
+    }
 }

@@ -1,0 +1,226 @@
+//! A partial, borrowing view of a pod: only the fields the engine decides on.
+//!
+//! Everything else (managedFields, container details, volume sources) is skipped without
+//! being built, which is most of the cost of reading an AdmissionReview. Small subtrees the
+//! engine merges into (affinity, tolerations, env, probes) are kept as `Value`.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A pod, or a pod template (`metadata` + `spec`).
+#[derive(Debug, Default, Deserialize)]
+pub struct PodView<'a> {
+    #[serde(borrow, default)]
+    pub metadata: MetaView<'a>,
+    #[serde(borrow, default)]
+    pub spec: Option<SpecView<'a>>,
+}
+
+/// Object metadata.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaView<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub generate_name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub labels: Option<Pairs<'a>>,
+    #[serde(borrow, default)]
+    pub annotations: Option<Pairs<'a>>,
+}
+
+/// The pod spec.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecView<'a> {
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<ContainerView<'a>>>,
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<ContainerView<'a>>>,
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<NamedView<'a>>>,
+    #[serde(default)]
+    pub tolerations: Option<Vec<Value>>,
+    #[serde(default)]
+    pub affinity: Option<Value>,
+    #[serde(default)]
+    pub topology_spread_constraints: Option<Vec<Value>>,
+}
+
+/// A container.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView<'a> {
+    #[serde(borrow, default)]
+    pub name: Str<'a>,
+    #[serde(default)]
+    pub env: Option<Vec<Value>>,
+    #[serde(default)]
+    pub readiness_probe: Option<Value>,
+    #[serde(borrow, default)]
+    pub volume_mounts: Option<Vec<MountView<'a>>>,
+}
+
+/// Anything identified by `name` (volumes).
+#[derive(Debug, Default, Deserialize)]
+pub struct NamedView<'a> {
+    #[serde(borrow, default)]
+    pub name: Str<'a>,
+}
+
+/// A volume mount.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountView<'a> {
+    #[serde(borrow, default)]
+    pub name: Str<'a>,
+    #[serde(borrow, default)]
+    pub mount_path: Str<'a>,
+}
+
+impl MetaView<'_> {
+    /// A label's value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.as_ref()?.get(key)
+    }
+
+    /// An annotation's value.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref()?.get(key)
+    }
+}
+
+/// A string map kept as pairs in document order: label and annotation maps are small, and
+/// a linear scan beats hashing them.
+#[derive(Debug, Default)]
+pub struct Pairs<'a>(pub Vec<(Str<'a>, Str<'a>)>);
+
+impl Pairs<'_> {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Pairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Pairs<'a>, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, v)) = m.next_entry::<Str<'a>, Str<'a>>()? {
+                    out.push((k, v));
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string that borrows from the input when it can (serde's plain `Cow` impl always copies).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// Why a document cannot be read as a pod.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PodError {
+    /// Where in the pod (`spec.containers[0].env`), `.` for the top level.
+    pub path: String,
+    pub message: String,
+}
+
+impl<'a> PodView<'a> {
+    /// Reads the view from JSON text, borrowing strings where they need no unescaping.
+    pub fn from_json(json: &'a str) -> Result<Self, PodError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let view = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+        de.end().map_err(|e| PodError {
+            path: ".".to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(view)
+    }
+
+    /// Reads the view from an already parsed document.
+    pub fn from_value(value: &'a Value) -> Result<Self, PodError> {
+        if !value.is_object() {
+            return Err(PodError {
+                path: ".".to_owned(),
+                message: format!("expected a pod object, found {}", kind_of(value)),
+            });
+        }
+        serde_path_to_error::deserialize(value).map_err(path_error)
+    }
+}
+
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> PodError {
+    PodError {
+        path: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    }
+}
+
+/// A short name for a JSON value's type, for error messages.
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Str<'_> {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}

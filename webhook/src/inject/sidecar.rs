@@ -1,0 +1,256 @@
+//! The security sidecar and its volumes.
+
+use kpool_policy::{BrokerIdentity, Var, Vars};
+use serde_json::{Value, json};
+
+use super::pod::SpecView;
+use super::{DenyReason, PatchOp, Piece, Plan};
+
+/// What to do with one injected object (container or volume).
+pub(super) enum Action {
+    Append(Value),
+    Replace { path: String, value: Value },
+    Keep,
+}
+
+/// The sidecar's actions, decided (and clash-checked) before any operation is emitted.
+pub(super) struct SidecarPlan {
+    container: Option<Action>,
+    volumes: Vec<Action>,
+}
+
+/// Renders what a pod template can hold: only namespace and cluster are known.
+struct TemplateVars<'a> {
+    namespace: &'a str,
+    cluster: &'a str,
+}
+
+impl Vars for TemplateVars<'_> {
+    fn write_var(&self, var: Var, out: &mut String) {
+        match var {
+            Var::Namespace => out.push_str(self.namespace),
+            Var::Cluster => out.push_str(self.cluster),
+            // unreachable: per-pod templates are deferred to admission
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn prepare(
+    plan: &mut Plan<'_, '_>,
+    spec: &SpecView<'_>,
+    id: Option<&BrokerIdentity<'_>>,
+    namespace: &str,
+) -> Result<SidecarPlan, DenyReason> {
+    let policy = plan.injector.policy;
+    let template_vars;
+    let vars: &dyn Vars = match id {
+        Some(id) => id,
+        None if policy.sidecar_is_per_pod() => {
+            plan.notes.push(format!(
+                "sidecar {:?} and its volumes are filled per pod at admission (the sidecar template uses per-pod placeholders)",
+                policy.sidecar_name()
+            ));
+            return Ok(SidecarPlan {
+                container: None,
+                volumes: Vec::new(),
+            });
+        }
+        None => {
+            template_vars = TemplateVars {
+                namespace,
+                cluster: &policy.spec().cluster,
+            };
+            &template_vars
+        }
+    };
+
+    let name = policy.sidecar_name();
+    let native = policy.spec().sidecar.native;
+    let render = || {
+        let mut c = policy.sidecar_container().render(vars);
+        if native && let Some(obj) = c.as_object_mut() {
+            obj.insert("restartPolicy".to_owned(), json!("Always"));
+        }
+        c
+    };
+    let container = match find_container(spec, name) {
+        None => Action::Append(render()),
+        Some((list, i)) => {
+            if !plan.owns_container(name) {
+                return Err(DenyReason::NameClash {
+                    what: "container",
+                    name: name.to_owned(),
+                    location: format!("spec.{list}[{i}]"),
+                    field: "sidecar.container.name".to_owned(),
+                });
+            }
+            if plan.policy_changed() {
+                Action::Replace {
+                    path: format!("/spec/{list}/{i}"),
+                    value: render(),
+                }
+            } else {
+                Action::Keep
+            }
+        }
+    };
+    plan.owned_containers.push(name.to_owned());
+
+    let mut volumes = Vec::new();
+    for (vi, (vname, template)) in policy
+        .sidecar_volume_names()
+        .iter()
+        .zip(policy.sidecar_volumes())
+        .enumerate()
+    {
+        let existing = spec
+            .volumes
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .position(|v| v.name.as_str() == vname);
+        let action = match existing {
+            None => Action::Append(template.render(vars)),
+            Some(i) if !plan.owns_volume(vname) => {
+                return Err(DenyReason::NameClash {
+                    what: "volume",
+                    name: vname.clone(),
+                    location: format!("spec.volumes[{i}]"),
+                    field: format!("sidecar.volumes[{vi}].name"),
+                });
+            }
+            Some(i) if plan.policy_changed() => Action::Replace {
+                path: format!("/spec/volumes/{i}"),
+                value: template.render(vars),
+            },
+            Some(_) => Action::Keep,
+        };
+        plan.owned_volumes.push(vname.clone());
+        volumes.push(action);
+    }
+    Ok(SidecarPlan {
+        container: Some(container),
+        volumes,
+    })
+}
+
+/// Where a container of that name is: (`containers` or `initContainers`, index).
+pub(super) fn find_container(spec: &SpecView<'_>, name: &str) -> Option<(&'static str, usize)> {
+    let find = |list: &Option<Vec<super::pod::ContainerView<'_>>>| {
+        list.as_deref()
+            .unwrap_or_default()
+            .iter()
+            .position(|c| c.name.as_str() == name)
+    };
+    find(&spec.containers)
+        .map(|i| ("containers", i))
+        .or_else(|| find(&spec.init_containers).map(|i| ("initContainers", i)))
+}
+
+/// Emits the volume operations: the sidecar's volumes and the probe binary volume.
+pub(super) fn apply_volumes(
+    plan: &mut Plan<'_, '_>,
+    spec: &SpecView<'_>,
+    sidecar: &SidecarPlan,
+    bin_volume: Action,
+) {
+    let mut appends = Vec::new();
+    for action in sidecar.volumes.iter().chain(std::iter::once(&bin_volume)) {
+        match action {
+            Action::Append(v) => appends.push(v.clone()),
+            Action::Replace { path, value } => plan.push(
+                Piece::Volumes,
+                PatchOp::Replace {
+                    path: path.clone(),
+                    value: value.clone(),
+                },
+            ),
+            Action::Keep => {}
+        }
+    }
+    append_all(
+        plan,
+        Piece::Volumes,
+        "/spec/volumes",
+        spec.volumes.is_some(),
+        appends,
+    );
+}
+
+/// Emits the sidecar container operation.
+pub(super) fn apply_container(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>, sidecar: SidecarPlan) {
+    match sidecar.container {
+        Some(Action::Append(c)) => {
+            let op = if plan.injector.policy.spec().sidecar.native {
+                // First init container: a native sidecar must be up before the other init
+                // containers and the broker need the network.
+                let path = if spec.init_containers.is_some() || plan_added_init(plan) {
+                    "/spec/initContainers/0".to_owned()
+                } else {
+                    "/spec/initContainers".to_owned()
+                };
+                let value = if path.ends_with('0') {
+                    c
+                } else {
+                    Value::Array(vec![c])
+                };
+                PatchOp::Add { path, value }
+            } else if spec.containers.is_some() {
+                PatchOp::Add {
+                    path: "/spec/containers/-".to_owned(),
+                    value: c,
+                }
+            } else {
+                PatchOp::Add {
+                    path: "/spec/containers".to_owned(),
+                    value: Value::Array(vec![c]),
+                }
+            };
+            plan.push(Piece::Sidecar, op);
+        }
+        Some(Action::Replace { path, value }) => {
+            plan.push(Piece::Sidecar, PatchOp::Replace { path, value });
+        }
+        Some(Action::Keep) | None => {}
+    }
+}
+
+/// True when an earlier operation of this plan created `spec.initContainers`.
+fn plan_added_init(plan: &Plan<'_, '_>) -> bool {
+    plan.ops
+        .iter()
+        .any(|op| op.path() == "/spec/initContainers")
+}
+
+/// Appends `items` to the array at `path`, creating it when the pod has none.
+pub(super) fn append_all(
+    plan: &mut Plan<'_, '_>,
+    piece: Piece,
+    path: &str,
+    exists: bool,
+    items: Vec<Value>,
+) {
+    if items.is_empty() {
+        return;
+    }
+    if exists {
+        for value in items {
+            plan.push(
+                piece,
+                PatchOp::Add {
+                    path: format!("{path}/-"),
+                    value,
+                },
+            );
+        }
+    } else {
+        plan.push(
+            piece,
+            PatchOp::Add {
+                path: path.to_owned(),
+                value: Value::Array(items),
+            },
+        );
+    }
+}
