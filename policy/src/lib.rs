@@ -211,8 +211,10 @@ fn rack_patterns(format: &Template, spec: &PolicySpec) -> Vec<RackPattern> {
 }
 
 fn hash_spec(spec: &PolicySpec) -> String {
-    // serde_json maps are sorted (no preserve_order), so the encoding is canonical.
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    // Sort every map so key order in the file (kept by serde_json's preserve_order) does
+    // not change the hash.
+    let canonical = sorted(serde_json::to_value(spec).unwrap_or_default());
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
     let digest = Sha256::digest(&bytes);
     let mut out = String::with_capacity(7 + 16);
     out.push_str("sha256:");
@@ -221,4 +223,18 @@ fn hash_spec(spec: &PolicySpec) -> String {
         out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
     }
     out
+}
+
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
 }
