@@ -238,7 +238,7 @@ fn identity_math() {
     assert_eq!(id.port, 9095);
     assert_eq!(
         p.advertised_listener(&id),
-        "INTERNAL://kafka-4.kafka-headless.streaming.svc:9092,CLIENT://127.0.0.5:9095"
+        "INTERNAL://kafka-4.kafka-headless.streaming.k8s-a.kafka.internal:9092,CLIENT://127.0.0.5:9095"
     );
     let e = p
         .identity("kafka-70000", "streaming", 70000)

@@ -1,0 +1,578 @@
+//! The injection engine, piece by piece, against real captured pods and small crafted ones.
+
+mod common;
+
+use common::{broker_pod, container, env, fixture_pod, inject, policy, policy_with};
+use k8s_openapi::api::core::v1::Pod;
+use kpool_webhook::inject::{
+    Context, Decision, DenyReason, Injector, PatchOp, Piece, STATUS_ANNOTATION, SkipReason, Status,
+};
+use serde_json::{Value, json};
+
+#[test]
+fn real_statefulset_pod_is_injected_completely() {
+    let policy = policy();
+    let pod = fixture_pod("000-create-kafka-0.json");
+    let (out, patched) = inject(&policy, &pod, Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+    for piece in [
+        Piece::Labels,
+        Piece::Sidecar,
+        Piece::Volumes,
+        Piece::Toleration,
+        Piece::NodeAffinity,
+        Piece::AntiAffinity,
+        Piece::Spread,
+        Piece::IdentityEnv,
+        Piece::ListenerEnv,
+        Piece::ProbeEnv,
+        Piece::ProbeMount,
+        Piece::ReadinessProbe,
+        Piece::ProbeInstaller,
+        Piece::Status,
+    ] {
+        assert!(
+            out.changed.contains(&piece),
+            "{piece:?} missing from {:?}",
+            out.changed
+        );
+    }
+    // The result is a valid Pod.
+    let typed: Pod = serde_json::from_value(patched.clone()).expect("patched pod is a Pod");
+    assert_eq!(typed.metadata.name.as_deref(), Some("kafka-0"));
+
+    // Native sidecar first, before the existing native sidecar; probe installer appended.
+    let init: Vec<&str> = patched["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(init, ["kpool-proxy", "log-shipper", "kpool-probe-install"]);
+    assert_eq!(
+        container(&patched, "initContainers", "kpool-proxy")["restartPolicy"],
+        "Always"
+    );
+
+    // Nothing the pod had is gone: managedFields, the projected token volume, liveness.
+    assert_eq!(
+        patched["metadata"]["managedFields"],
+        pod["metadata"]["managedFields"]
+    );
+    assert_eq!(patched["spec"]["volumes"][1], pod["spec"]["volumes"][1]);
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(
+        kafka["livenessProbe"],
+        pod["spec"]["containers"][0]["livenessProbe"]
+    );
+    assert_eq!(
+        env(kafka, "KAFKA_HEAP_OPTS").expect("kept")["value"],
+        "-Xmx6g -Xms6g"
+    );
+    let tolerations = patched["spec"]["tolerations"]
+        .as_array()
+        .expect("tolerations");
+    assert_eq!(
+        tolerations.len(),
+        3,
+        "two default NoExecute tolerations kept, one added"
+    );
+}
+
+#[test]
+fn injection_is_idempotent_on_real_pods() {
+    let policy = policy();
+    for name in ["000-create-kafka-0.json", "005-update-kafka-0.json"] {
+        let pod = fixture_pod(name);
+        let (_, once) = inject(&policy, &pod, Context::POD);
+        let (again, twice) = inject(&policy, &once, Context::POD);
+        assert_eq!(again.decision, Decision::AlreadyInjected, "{name}");
+        assert!(again.patch.is_empty(), "{name}: {:?}", again.patch);
+        assert_eq!(once, twice);
+    }
+}
+
+#[test]
+fn json_text_and_value_paths_agree() {
+    let policy = policy();
+    let injector = Injector::new(&policy);
+    for name in [
+        "000-create-kafka-0.json",
+        "003-create-sneaky-batch-dryrun.json",
+        "005-update-kafka-0.json",
+    ] {
+        let pod = fixture_pod(name);
+        let text = serde_json::to_string(&pod).expect("encodes");
+        let a = injector.inject(&pod, Context::POD).expect("value");
+        let b = injector.inject_json(&text, Context::POD).expect("text");
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+#[test]
+fn non_broker_is_skipped_with_the_label_named() {
+    let policy = policy();
+    let pod = fixture_pod("003-create-sneaky-batch-dryrun.json");
+    let (out, _) = inject(&policy, &pod, Context::POD);
+    assert!(out.patch.is_empty());
+    let Decision::Skip(reason) = &out.decision else {
+        panic!("expected skip, got {:?}", out.decision)
+    };
+    assert_eq!(reason.code(), "not-a-broker");
+    assert!(
+        reason.to_string().contains("app.kubernetes.io/"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn opt_out_annotation_skips() {
+    let policy = policy();
+    let mut pod = broker_pod("kafka-0", json!({}));
+    pod["metadata"]["annotations"] = json!({"kpool.io/inject": "false"});
+    let (out, _) = inject(&policy, &pod, Context::POD);
+    assert_eq!(
+        out.decision,
+        Decision::Skip(SkipReason::OptedOut {
+            annotation: "kpool.io/inject".into(),
+            value: "false".into()
+        })
+    );
+}
+
+#[test]
+fn identity_labels_env_and_listener_follow_the_ordinal() {
+    let policy = policy_with("idBase: 0", "idBase: 100");
+    let mut pod = broker_pod("kafka-4", json!({}));
+    pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!("4");
+    let (_, patched) = inject(&policy, &pod, Context::POD);
+    let labels = &patched["metadata"]["labels"];
+    assert_eq!(labels["kpool.io/rack"], "k8s-a-eu-west-1b");
+    assert_eq!(labels["kpool.io/zone"], "eu-west-1b");
+    assert_eq!(labels["kpool.io/cluster"], "k8s-a");
+    assert_eq!(labels["kpool.io/broker-id"], "104");
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(
+        env(kafka, "KAFKA_BROKER_RACK").expect("rack")["value"],
+        "k8s-a-eu-west-1b"
+    );
+    assert_eq!(env(kafka, "KAFKA_NODE_ID").expect("id")["value"], "104");
+    assert_eq!(
+        env(kafka, "KPOOL_BROKER_PORT").expect("port")["value"],
+        "9095"
+    );
+    assert_eq!(
+        env(kafka, "KAFKA_ADVERTISED_LISTENERS").expect("listener")["value"],
+        "INTERNAL://kafka-4.kafka-headless.streaming.k8s-a.kafka.internal:9092,CLIENT://127.0.0.5:9095"
+    );
+    assert_eq!(
+        env(kafka, "HOST_IP").expect("host ip")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    // The sidecar template is rendered for this broker.
+    let proxy = container(&patched, "initContainers", "kpool-proxy");
+    assert_eq!(proxy["args"][1], "--service-node=kafka-4");
+    assert_eq!(
+        env(proxy, "KPOOL_BROKER_ID").expect("sidecar env")["value"],
+        "104"
+    );
+    let status: Status = Status::parse(
+        patched["metadata"]["annotations"][STATUS_ANNOTATION]
+            .as_str()
+            .expect("status"),
+    )
+    .expect("status parses");
+    assert_eq!(status.broker_id, Some(104));
+    assert_eq!(status.policy_hash, policy.hash());
+}
+
+#[test]
+fn ordinal_from_name_suffix_when_no_label() {
+    let (_, patched) = inject(&policy(), &broker_pod("kafka-2", json!({})), Context::POD);
+    assert_eq!(patched["metadata"]["labels"]["kpool.io/zone"], "eu-west-1c");
+}
+
+#[test]
+fn generate_name_with_pod_index_gets_the_statefulset_name() {
+    let mut pod = broker_pod("x", json!({}));
+    let meta = pod["metadata"].as_object_mut().expect("meta");
+    meta.remove("name");
+    meta.insert("generateName".into(), json!("kafka-"));
+    pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!("1");
+    let (_, patched) = inject(&policy(), &pod, Context::POD);
+    let proxy = container(&patched, "initContainers", "kpool-proxy");
+    assert_eq!(proxy["args"][1], "--service-node=kafka-1");
+}
+
+#[test]
+fn pod_without_ordinal_is_denied_with_the_reason() {
+    let mut pod = broker_pod("x", json!({}));
+    let meta = pod["metadata"].as_object_mut().expect("meta");
+    meta.remove("name");
+    meta.insert("generateName".into(), json!("kafka-"));
+    let (out, _) = inject(&policy(), &pod, Context::POD);
+    let Decision::Deny(reason) = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(reason.code(), "no-ordinal");
+    assert_eq!(
+        reason.to_string(),
+        "broker pod has no ordinal: no apps.kubernetes.io/pod-index label and the pod has only generateName \"kafka-\" (no name yet), which has no numeric -N suffix"
+    );
+    assert!(out.patch.is_empty());
+
+    let (out, _) = inject(&policy(), &broker_pod("kafka", json!({})), Context::POD);
+    assert!(matches!(
+        out.decision,
+        Decision::Deny(DenyReason::NoOrdinal(_))
+    ));
+}
+
+#[test]
+fn missing_broker_container_is_denied_listing_what_exists() {
+    let mut pod = broker_pod("kafka-0", json!({}));
+    pod["spec"]["containers"][0]["name"] = json!("broker");
+    let (out, _) = inject(&policy(), &pod, Context::POD);
+    let Decision::Deny(reason) = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(
+        reason.to_string(),
+        "broker pod has no container named \"kafka\" (brokers.container); containers: [broker]"
+    );
+}
+
+#[test]
+fn sidecar_name_clash_is_denied() {
+    let pod = broker_pod(
+        "kafka-0",
+        json!({"containers": [{"name": "kafka", "image": "k"}, {"name": "kpool-proxy", "image": "mine"}]}),
+    );
+    let (out, _) = inject(&policy(), &pod, Context::POD);
+    let Decision::Deny(reason) = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(reason.code(), "name-clash");
+    assert_eq!(
+        reason.to_string(),
+        "container \"kpool-proxy\" already exists at spec.containers[1] and was not injected by kpool; rename it or change sidecar.container.name"
+    );
+}
+
+#[test]
+fn volume_and_installer_and_mount_clashes_are_denied() {
+    let cases = [
+        (
+            json!({"volumes": [{"name": "kpool-proxy-certs", "emptyDir": {}}]}),
+            "volume \"kpool-proxy-certs\" already exists at spec.volumes[0]",
+        ),
+        (
+            json!({"volumes": [{"name": "kpool-bin", "emptyDir": {}}]}),
+            "volume \"kpool-bin\" already exists at spec.volumes[0]",
+        ),
+        (
+            json!({"initContainers": [{"name": "kpool-probe-install", "image": "x"}]}),
+            "container \"kpool-probe-install\" already exists at spec.initContainers[0]",
+        ),
+        (
+            json!({"containers": [{"name": "kafka", "image": "k", "volumeMounts": [{"name": "tools", "mountPath": "/kpool/bin"}]}]}),
+            "mount path \"/kpool/bin\" already exists at spec.containers[0].volumeMounts[0]",
+        ),
+    ];
+    for (extra, want) in cases {
+        let (out, _) = inject(&policy(), &broker_pod("kafka-0", extra), Context::POD);
+        let reason = out.decision.reason().unwrap_or_default();
+        assert!(reason.starts_with(want), "{reason}");
+        assert!(out.patch.is_empty());
+    }
+}
+
+#[test]
+fn existing_matching_toleration_is_enough() {
+    let pod = broker_pod(
+        "kafka-0",
+        json!({"tolerations": [{"key": "kpool.io/pool", "operator": "Exists"}]}),
+    );
+    let (out, patched) = inject(&policy(), &pod, Context::POD);
+    assert!(!out.changed.contains(&Piece::Toleration));
+    assert_eq!(patched["spec"]["tolerations"], pod["spec"]["tolerations"]);
+}
+
+#[test]
+fn user_affinity_terms_are_kept_and_pool_expressions_anded_into_each() {
+    let user = json!({
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m6i.2xlarge"]}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+            ]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["nvme"]}]}}
+            ]
+        },
+        "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+    });
+    let pod = broker_pod("kafka-0", json!({"affinity": user}));
+    let (_, patched) = inject(&policy(), &pod, Context::POD);
+    let aff = &patched["spec"]["affinity"];
+    let terms =
+        aff["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            .as_array()
+            .expect("terms");
+    assert_eq!(terms.len(), 2);
+    for term in terms {
+        let keys: Vec<&str> = term["matchExpressions"]
+            .as_array()
+            .expect("expressions")
+            .iter()
+            .map(|e| e["key"].as_str().unwrap_or_default())
+            .collect();
+        assert!(keys.contains(&"kpool.io/pool"), "{term}");
+        assert!(keys.contains(&"topology.kubernetes.io/zone"), "{term}");
+    }
+    assert_eq!(
+        terms[0]["matchExpressions"][0]["key"],
+        "node.kubernetes.io/instance-type"
+    );
+    assert_eq!(
+        terms[1]["matchFields"],
+        user["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [1]["matchFields"]
+    );
+    assert_eq!(
+        aff["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"],
+        user["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    );
+    assert_eq!(aff["podAffinity"], user["podAffinity"]);
+    let anti = &aff["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        anti["labelSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "broker"
+    );
+}
+
+#[test]
+fn user_zone_spread_wins() {
+    let spread = json!([{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}]);
+    let pod = broker_pod("kafka-0", json!({"topologySpreadConstraints": spread}));
+    let (out, patched) = inject(&policy(), &pod, Context::POD);
+    assert!(!out.changed.contains(&Piece::Spread));
+    assert_eq!(patched["spec"]["topologySpreadConstraints"], spread);
+}
+
+#[test]
+fn env_and_probe_conflicts_follow_the_policy() {
+    let pod = broker_pod(
+        "kafka-0",
+        json!({"containers": [{
+            "name": "kafka", "image": "k",
+            "env": [{"name": "KAFKA_BROKER_RACK", "value": "mine"}],
+            "readinessProbe": {"tcpSocket": {"port": 9092}}
+        }]}),
+    );
+    // The built-in policy replaces.
+    let (out, patched) = inject(&policy(), &pod, Context::POD);
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(
+        env(kafka, "KAFKA_BROKER_RACK").expect("rack")["value"],
+        "k8s-a-eu-west-1a"
+    );
+    assert_eq!(
+        kafka["env"].as_array().map(Vec::len),
+        Some(9),
+        "replaced in place, not duplicated"
+    );
+    assert!(kafka["readinessProbe"]["exec"].is_object());
+    assert!(out.notes.is_empty());
+
+    let keep = policy_with(
+        "  readinessProbe: replace\n  env: replace",
+        "  readinessProbe: keep\n  env: keep",
+    );
+    let (out, patched) = inject(&keep, &pod, Context::POD);
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(
+        env(kafka, "KAFKA_BROKER_RACK").expect("rack")["value"],
+        "mine"
+    );
+    assert_eq!(
+        kafka["readinessProbe"],
+        json!({"tcpSocket": {"port": 9092}})
+    );
+    assert_eq!(out.notes.len(), 2, "{:?}", out.notes);
+    assert!(
+        out.notes[0].contains("kept env KAFKA_BROKER_RACK"),
+        "{:?}",
+        out.notes
+    );
+    assert!(
+        out.notes[1].contains("kept the readiness probe"),
+        "{:?}",
+        out.notes
+    );
+}
+
+#[test]
+fn classic_sidecar_is_appended_to_containers() {
+    let policy = policy_with("  native: true", "  native: false");
+    let (_, patched) = inject(&policy, &broker_pod("kafka-0", json!({})), Context::POD);
+    let proxy = container(&patched, "containers", "kpool-proxy");
+    assert!(proxy.get("restartPolicy").is_none());
+    assert_eq!(patched["spec"]["containers"][0]["name"], "kafka");
+}
+
+#[test]
+fn a_new_policy_refreshes_owned_pieces_without_duplicating() {
+    let (_, once) = inject(&policy(), &broker_pod("kafka-0", json!({})), Context::POD);
+    let newer = policy_with("envoyproxy/envoy:v1.31.2", "envoyproxy/envoy:v1.32.0");
+    let (out, twice) = inject(&newer, &once, Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+    assert!(
+        out.patch.iter().any(
+            |op| matches!(op, PatchOp::Replace { path, .. } if path == "/spec/initContainers/0")
+        )
+    );
+    let names: Vec<&str> = twice["spec"]["initContainers"]
+        .as_array()
+        .expect("init")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["kpool-proxy", "kpool-probe-install"]);
+    assert_eq!(
+        container(&twice, "initContainers", "kpool-proxy")["image"],
+        "envoyproxy/envoy:v1.32.0"
+    );
+    let (again, _) = inject(&newer, &twice, Context::POD);
+    assert_eq!(again.decision, Decision::AlreadyInjected);
+}
+
+#[test]
+fn template_gets_only_what_is_the_same_for_every_pod_and_admission_completes_it() {
+    let policy = policy();
+    let mut template = broker_pod("ignored", json!({}));
+    template["metadata"]
+        .as_object_mut()
+        .expect("meta")
+        .remove("name");
+    let (out, tpl) = inject(&policy, &template, Context::TEMPLATE);
+    assert_eq!(out.decision, Decision::Inject);
+    assert!(tpl["metadata"]["labels"].get("kpool.io/rack").is_none());
+    assert_eq!(tpl["metadata"]["labels"]["kpool.io/cluster"], "k8s-a");
+    let exprs = &tpl["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"][0]["matchExpressions"];
+    assert_eq!(
+        exprs.as_array().map(Vec::len),
+        Some(1),
+        "pool only, no zone: {exprs}"
+    );
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| n.contains("filled per pod at admission")),
+        "{:?}",
+        out.notes
+    );
+    assert!(
+        tpl["spec"].get("initContainers").is_some(),
+        "probe installer is per-template"
+    );
+
+    // The StatefulSet controller stamps out pod 1; admission fills the rest, once.
+    let mut pod = tpl.clone();
+    pod["metadata"]["name"] = json!("kafka-1");
+    pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!("1");
+    let (out, admitted) = inject(&policy, &pod, Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+    assert_eq!(
+        admitted["metadata"]["labels"]["kpool.io/zone"],
+        "eu-west-1b"
+    );
+    let terms = &admitted["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"];
+    assert_eq!(terms.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        terms[0]["matchExpressions"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let init = admitted["spec"]["initContainers"].as_array().expect("init");
+    assert_eq!(
+        init.len(),
+        2,
+        "installer kept, sidecar added once: {init:?}"
+    );
+    let (again, _) = inject(&policy, &admitted, Context::POD);
+    assert_eq!(again.decision, Decision::AlreadyInjected);
+}
+
+#[test]
+fn request_namespace_fills_an_empty_pod_namespace() {
+    let mut pod = broker_pod("kafka-0", json!({}));
+    pod["metadata"]
+        .as_object_mut()
+        .expect("meta")
+        .remove("namespace");
+    let ctx = Context {
+        namespace: Some("kafka-prod"),
+        target: kpool_webhook::inject::Target::Pod,
+    };
+    let (_, patched) = inject(&policy(), &pod, ctx);
+    let kafka = container(&patched, "containers", "kafka");
+    let listener = env(kafka, "KAFKA_ADVERTISED_LISTENERS").expect("listener")["value"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        listener.contains(".kafka-prod.k8s-a.kafka.internal"),
+        "{listener}"
+    );
+}
+
+#[test]
+fn pod_without_spec_is_denied() {
+    let mut pod = broker_pod("kafka-0", json!({}));
+    pod.as_object_mut().expect("pod").remove("spec");
+    let (out, _) = inject(&policy(), &pod, Context::POD);
+    assert_eq!(out.decision, Decision::Deny(DenyReason::NoSpec));
+}
+
+#[test]
+fn unreadable_pods_are_errors_that_name_the_field() {
+    let policy = policy();
+    let injector = Injector::new(&policy);
+    let e = injector
+        .inject(&json!({"metadata": {"labels": {"a": 1}}}), Context::POD)
+        .expect_err("label value must be a string");
+    assert_eq!(e.path, "metadata.labels.a");
+    let e = injector
+        .inject(&json!({"spec": {"containers": "kafka"}}), Context::POD)
+        .expect_err("containers must be a list");
+    assert_eq!(e.path, "spec.containers");
+    let e = injector
+        .inject(&json!([1, 2]), Context::POD)
+        .expect_err("not an object");
+    assert_eq!(e.to_string(), ".: expected a pod object, found an array");
+    let e = injector
+        .inject_json("{\"metadata\": ", Context::POD)
+        .expect_err("truncated");
+    assert!(e.message.contains("EOF"), "{e}");
+    let e = injector
+        .inject_json("{} {}", Context::POD)
+        .expect_err("trailing data");
+    assert!(e.message.contains("trailing"), "{e}");
+}
+
+#[test]
+fn patch_paths_escape_label_keys() {
+    let (out, _) = inject(&policy(), &broker_pod("kafka-0", json!({})), Context::POD);
+    assert!(
+        out.patch
+            .iter()
+            .any(|op| op.path() == "/metadata/labels/kpool.io~1rack")
+    );
+    let json: Value = serde_json::from_slice(&out.patch_json()).expect("patch is JSON");
+    assert!(json.as_array().is_some_and(|ops| {
+        ops.iter()
+            .all(|op| op["op"] == "add" || op["op"] == "replace")
+    }));
+}

@@ -1,0 +1,387 @@
+//! Property tests over generated pods: the patch always applies, the result is a valid
+//! Pod, injection is idempotent, and nothing the pod had is lost unless the policy
+//! replaces it.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use kpool_webhook::inject::{Context, Decision, Injector};
+use kpool_webhook::offline::apply_patch;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+/// Env vars, labels and probe the built-in policy sets (and replaces on conflict).
+const POLICY_ENV: [&str; 9] = [
+    "KPOOL_CLUSTER",
+    "KAFKA_BROKER_RACK",
+    "KPOOL_ZONE",
+    "KAFKA_NODE_ID",
+    "KAFKA_ADVERTISED_LISTENERS",
+    "KPOOL_BROKER_PORT",
+    "HOST_IP",
+    "POD_NAME",
+    "POD_NAMESPACE",
+];
+
+fn name_from(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(pool).prop_map(str::to_owned)
+}
+
+fn env_var() -> impl Strategy<Value = Value> {
+    (
+        name_from(&[
+            "KAFKA_HEAP_OPTS",
+            "KAFKA_BROKER_RACK",
+            "HOST_IP",
+            "JAVA_OPTS",
+            "POD_NAME",
+            "X",
+        ]),
+        "[a-z0-9 ]{0,8}",
+    )
+        .prop_map(|(n, v)| json!({"name": n, "value": v}))
+}
+
+fn unique_by_name(items: Vec<Value>) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|v| seen.insert(v["name"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+fn container(name: impl Strategy<Value = String>) -> impl Strategy<Value = Value> {
+    (
+        name,
+        prop::option::of(prop::collection::vec(env_var(), 0..4)),
+        prop::option::of(prop::sample::select(vec![
+            json!({"tcpSocket": {"port": 9092}}),
+            json!({"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 5}),
+        ])),
+        prop::option::of(prop::collection::vec(
+            name_from(&["data", "config", "logs"]).prop_map(|n| json!({"name": n, "mountPath": format!("/mnt/{n}")})),
+            0..3,
+        )),
+        any::<bool>(),
+    )
+        .prop_map(|(name, env, probe, mounts, future)| {
+            let mut c = json!({"name": name, "image": "img:1", "livenessProbe": {"tcpSocket": {"port": 9092}}});
+            if let Some(env) = env {
+                c["env"] = Value::Array(unique_by_name(env));
+            }
+            if let Some(p) = probe {
+                c["readinessProbe"] = p;
+            }
+            if let Some(m) = mounts {
+                c["volumeMounts"] = Value::Array(unique_by_name(m));
+            }
+            if future {
+                c["x-future-field"] = json!({"kept": [1, 2, 3]});
+            }
+            c
+        })
+}
+
+fn toleration() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
+        json!({"key": "dedicated", "operator": "Equal", "value": "kafka", "effect": "NoSchedule"}),
+        json!({"key": "kpool.io/pool", "operator": "Exists"}),
+        json!({"key": "kpool.io/pool", "operator": "Equal", "value": "other", "effect": "NoSchedule"}),
+    ])
+}
+
+fn affinity() -> impl Strategy<Value = Value> {
+    let expr = prop::sample::select(vec![
+        json!({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m6i.2xlarge"]}),
+        json!({"key": "kpool.io/pool", "operator": "In", "values": ["kafka"]}),
+        json!({"key": "disk", "operator": "Exists"}),
+    ]);
+    (
+        prop::option::of(prop::collection::vec(prop::collection::vec(expr, 0..3), 0..3)),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(terms, preferred, anti)| {
+            let mut a = Map::new();
+            let mut node = Map::new();
+            if let Some(terms) = terms {
+                let terms: Vec<Value> = terms.into_iter().map(|e| json!({"matchExpressions": e})).collect();
+                node.insert(
+                    "requiredDuringSchedulingIgnoredDuringExecution".into(),
+                    json!({"nodeSelectorTerms": terms}),
+                );
+            }
+            if preferred {
+                node.insert(
+                    "preferredDuringSchedulingIgnoredDuringExecution".into(),
+                    json!([{"weight": 5, "preference": {"matchExpressions": [{"key": "ssd", "operator": "Exists"}]}}]),
+                );
+            }
+            a.insert("nodeAffinity".into(), Value::Object(node));
+            if anti {
+                a.insert(
+                    "podAntiAffinity".into(),
+                    json!({"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "podAffinityTerm": {"topologyKey": "x", "labelSelector": {}}}]}),
+                );
+            }
+            Value::Object(a)
+        })
+}
+
+prop_compose! {
+    fn pod()(
+        ordinal in 0u32..40,
+        by_label in any::<bool>(),
+        is_broker in prop::bool::weighted(0.85),
+        extra_labels in prop::collection::btree_map("[a-z]{1,6}", "[a-z0-9]{0,6}", 0..3),
+        stale_rack in any::<bool>(),
+        annotations in prop::option::of(prop::collection::btree_map("[a-z]{1,6}\\.io/[a-z]{1,6}", "[ -~]{0,12}", 0..3)),
+        kafka in container(Just("kafka".to_owned())),
+        others in prop::collection::vec(container(name_from(&["jmx-exporter", "log-shipper", "cruise"])), 0..3),
+        init in prop::option::of(prop::collection::vec(container(name_from(&["init-a", "log-shipper-native"])), 0..2)),
+        volumes in prop::option::of(prop::collection::vec(name_from(&["data", "config", "logs", "tmp"]), 0..4)),
+        tolerations in prop::option::of(prop::collection::vec(toleration(), 0..3)),
+        affinity in prop::option::of(affinity()),
+        spread in any::<bool>(),
+        future in any::<bool>(),
+    ) -> Value {
+        let mut labels = Map::new();
+        for (k, v) in extra_labels {
+            labels.insert(format!("x-{k}"), json!(v));
+        }
+        if is_broker {
+            labels.insert("app.kubernetes.io/name".into(), json!("kafka"));
+            labels.insert("app.kubernetes.io/component".into(), json!("broker"));
+        }
+        if stale_rack {
+            labels.insert("kpool.io/rack".into(), json!("somewhere-else"));
+        }
+        let mut meta = json!({"namespace": "streaming", "labels": labels});
+        if by_label {
+            meta["generateName"] = json!("kafka-");
+            meta["labels"]["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
+        } else {
+            meta["name"] = json!(format!("kafka-{ordinal}"));
+        }
+        if let Some(a) = annotations {
+            meta["annotations"] = json!(a);
+        }
+        let mut containers = vec![kafka];
+        containers.extend(others);
+        let mut spec = json!({"containers": unique_by_name(containers)});
+        if let Some(init) = init {
+            spec["initContainers"] = Value::Array(unique_by_name(init));
+        }
+        if let Some(v) = volumes {
+            let v: Vec<Value> = v.into_iter().map(|n| json!({"name": n, "emptyDir": {}})).collect();
+            spec["volumes"] = Value::Array(unique_by_name(v));
+        }
+        if let Some(t) = tolerations {
+            spec["tolerations"] = Value::Array(t);
+        }
+        if let Some(a) = affinity {
+            spec["affinity"] = a;
+        }
+        if spread {
+            spec["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}]);
+        }
+        if future {
+            spec["x-future-spec"] = json!({"anything": true});
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+    }
+}
+
+/// True for what the policy may replace: kpool's labels and annotation, and the env and
+/// readiness probe of the broker container (the built-in policy says `replace`).
+fn exempt(path: &str) -> bool {
+    path.starts_with("metadata.labels.kpool.io/")
+        || path == "metadata.annotations.kpool.io/status"
+        || path.starts_with("spec.containers[kafka].readinessProbe")
+        || POLICY_ENV
+            .iter()
+            .any(|n| path.starts_with(&format!("spec.containers[kafka].env[{n}]")))
+}
+
+/// Checks that everything in `orig` is still in `new` (named list items matched by name).
+fn preserved(orig: &Value, new: &Value, path: &str) -> Result<(), String> {
+    if exempt(path) {
+        return Ok(());
+    }
+    match (orig, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            for (k, ov) in o {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match n.get(k) {
+                    Some(nv) => preserved(ov, nv, &p)?,
+                    None if exempt(&p) => {}
+                    None => return Err(format!("{p}: lost")),
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(o), Value::Array(n)) => {
+            let named = o
+                .iter()
+                .all(|v| v.get("name").is_some_and(Value::is_string));
+            for (i, ov) in o.iter().enumerate() {
+                if named {
+                    let name = ov["name"].as_str().unwrap_or_default();
+                    let p = format!("{path}[{name}]");
+                    match n.iter().find(|nv| nv["name"] == ov["name"]) {
+                        Some(nv) => preserved(ov, nv, &p)?,
+                        None if exempt(&p) => {}
+                        None => return Err(format!("{p}: lost")),
+                    }
+                } else {
+                    let p = format!("{path}[{i}]");
+                    match n.get(i) {
+                        Some(nv) => preserved(ov, nv, &p)?,
+                        None => return Err(format!("{p}: lost")),
+                    }
+                }
+            }
+            Ok(())
+        }
+        (o, n) if o == n => Ok(()),
+        (o, n) => Err(format!("{path}: {o} became {n}")),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn injection_applies_is_valid_idempotent_and_loses_nothing(pod in pod()) {
+        let policy = common::policy();
+        let injector = Injector::new(&policy);
+        let out = injector.inject(&pod, Context::POD).expect("generated pods are readable");
+        match &out.decision {
+            Decision::Inject => {}
+            Decision::Skip(_) | Decision::Deny(_) | Decision::AlreadyInjected => {
+                prop_assert!(out.patch.is_empty());
+                return Ok(());
+            }
+        }
+        let mut patched = pod.clone();
+        apply_patch(&mut patched, &out.patch).map_err(TestCaseError::fail)?;
+        let typed: Result<Pod, _> = serde_json::from_value(patched.clone());
+        prop_assert!(typed.is_ok(), "not a Pod: {:?}", typed.err());
+        preserved(&pod, &patched, "").map_err(TestCaseError::fail)?;
+
+        let again = injector.inject(&patched, Context::POD).expect("readable");
+        prop_assert_eq!(&again.decision, &Decision::AlreadyInjected);
+        prop_assert!(again.patch.is_empty(), "second pass patched: {:?}", again.patch);
+
+        // The text fast path decides the same.
+        let text = serde_json::to_string(&pod).expect("encodes");
+        prop_assert_eq!(injector.inject_json(&text, Context::POD).expect("readable"), out);
+    }
+
+    #[test]
+    fn template_then_admission_is_idempotent(pod in pod()) {
+        let policy = common::policy();
+        let injector = Injector::new(&policy);
+        let mut template = pod.clone();
+        let out = injector.inject(&template, Context::TEMPLATE).expect("readable");
+        apply_patch(&mut template, &out.patch).map_err(TestCaseError::fail)?;
+        let admitted = injector.inject(&template, Context::POD).expect("readable");
+        let mut pod2 = template.clone();
+        apply_patch(&mut pod2, &admitted.patch).map_err(TestCaseError::fail)?;
+        let again = injector.inject(&pod2, Context::POD).expect("readable");
+        prop_assert!(again.patch.is_empty(), "{:?}", again.patch);
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(v in arbitrary_json()) {
+        let policy = common::policy();
+        let injector = Injector::new(&policy);
+        let _ = injector.inject(&v, Context::POD);
+        let _ = injector.inject_json(&v.to_string(), Context::POD);
+    }
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i32>().prop_map(|n| json!(n)),
+        prop::sample::select(vec![
+            "kafka",
+            "kafka-1",
+            "broker",
+            "app.kubernetes.io/name",
+            ""
+        ])
+        .prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "metadata",
+                        "spec",
+                        "labels",
+                        "name",
+                        "containers",
+                        "env",
+                        "affinity",
+                        "tolerations",
+                        "volumes",
+                        "annotations"
+                    ]),
+                    inner
+                ),
+                0..5
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+        ]
+    })
+}
+
+#[test]
+fn the_loss_checker_can_fail() {
+    let orig = json!({"spec": {"containers": [{"name": "kafka", "env": [{"name": "A", "value": "1"}]}], "tolerations": [{"key": "a"}]}});
+    assert!(preserved(&orig, &orig, "").is_ok());
+    let lost_env = json!({"spec": {"containers": [{"name": "kafka", "env": []}], "tolerations": [{"key": "a"}]}});
+    assert_eq!(
+        preserved(&orig, &lost_env, ""),
+        Err("spec.containers[kafka].env[A]: lost".to_owned())
+    );
+    let changed = json!({"spec": {"containers": [{"name": "kafka", "env": [{"name": "A", "value": "1"}]}], "tolerations": [{"key": "b"}]}});
+    assert!(preserved(&orig, &changed, "").is_err());
+    let exempted = json!({"spec": {"containers": [{"name": "kafka", "env": [{"name": "HOST_IP", "value": "x"}]}]}});
+    let replaced = json!({"spec": {"containers": [{"name": "kafka", "env": [{"name": "HOST_IP", "valueFrom": {}}]}]}});
+    assert!(preserved(&exempted, &replaced, "").is_ok());
+}
+
+#[test]
+fn generated_pods_mostly_get_injected() {
+    use proptest::strategy::ValueTree;
+    let policy = common::policy();
+    let injector = Injector::new(&policy);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let injected = (0..200)
+        .filter(|_| {
+            let pod = pod().new_tree(&mut runner).expect("tree").current();
+            injector
+                .inject(&pod, Context::POD)
+                .expect("readable")
+                .decision
+                == Decision::Inject
+        })
+        .count();
+    assert!(
+        injected > 120,
+        "only {injected}/200 generated pods were injected"
+    );
+}
