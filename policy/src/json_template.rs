@@ -1,16 +1,18 @@
 //! A JSON document whose strings may hold placeholders (the sidecar container and volumes).
 //! Subtrees without placeholders are kept as ready `Value`s so rendering is mostly a clone.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::template::{ALL_VARS, Template, TemplateError, Vars};
 
-/// A compiled JSON template.
+/// A compiled JSON template. Subtrees without placeholders are kept as JSON text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonTemplate {
-    Static(Value),
+    /// JSON text, written as is.
+    Static(String),
     Str(Template),
     Array(Vec<JsonTemplate>),
+    /// Keys are kept as JSON string literals.
     Object(Vec<(String, JsonTemplate)>),
 }
 
@@ -19,6 +21,39 @@ pub enum JsonTemplate {
 pub struct JsonTemplateError {
     pub path: String,
     pub error: TemplateError,
+}
+
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Appends `s` as a JSON string literal (RFC 8259 escaping).
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 impl JsonTemplate {
@@ -34,7 +69,7 @@ impl JsonTemplate {
                 if t.has_vars() {
                     Self::Str(t)
                 } else {
-                    Self::Static(value.clone())
+                    Self::Static(json_text(value))
                 }
             }
             Value::Array(items) => {
@@ -44,7 +79,7 @@ impl JsonTemplate {
                     .map(|(i, v)| Self::compile(v, &format!("{path}[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
                 if nodes.iter().all(|n| matches!(n, Self::Static(_))) {
-                    Self::Static(value.clone())
+                    Self::Static(json_text(value))
                 } else {
                     Self::Array(nodes)
                 }
@@ -52,15 +87,19 @@ impl JsonTemplate {
             Value::Object(map) => {
                 let nodes = map
                     .iter()
-                    .map(|(k, v)| Ok((k.clone(), Self::compile(v, &format!("{path}.{k}"))?)))
+                    .map(|(k, v)| {
+                        let mut key = String::new();
+                        push_json_str(&mut key, k);
+                        Ok((key, Self::compile(v, &format!("{path}.{k}"))?))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 if nodes.iter().all(|(_, n)| matches!(n, Self::Static(_))) {
-                    Self::Static(value.clone())
+                    Self::Static(json_text(value))
                 } else {
                     Self::Object(nodes)
                 }
             }
-            other => Self::Static(other.clone()),
+            other => Self::Static(json_text(other)),
         };
         Ok(node)
     }
@@ -75,20 +114,41 @@ impl JsonTemplate {
         }
     }
 
-    /// Renders with `vars`.
-    pub fn render(&self, vars: &dyn Vars) -> Value {
+    /// Renders with `vars` as JSON text appended to `out`.
+    pub fn render_json(&self, vars: &dyn Vars, out: &mut String) {
         match self {
-            Self::Static(v) => v.clone(),
-            Self::Str(t) => Value::String(t.render(vars)),
-            Self::Array(items) => Value::Array(items.iter().map(|n| n.render(vars)).collect()),
-            Self::Object(fields) => {
-                let mut map = Map::with_capacity(fields.len());
-                for (k, n) in fields {
-                    map.insert(k.clone(), n.render(vars));
+            Self::Static(text) => out.push_str(text),
+            Self::Str(t) => push_json_str(out, &t.render(vars)),
+            Self::Array(items) => {
+                out.push('[');
+                for (i, n) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    n.render_json(vars, out);
                 }
-                Value::Object(map)
+                out.push(']');
+            }
+            Self::Object(fields) => {
+                out.push('{');
+                for (i, (k, n)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(k);
+                    out.push(':');
+                    n.render_json(vars, out);
+                }
+                out.push('}');
             }
         }
+    }
+
+    /// Renders with `vars` as a value.
+    pub fn render(&self, vars: &dyn Vars) -> Value {
+        let mut text = String::new();
+        self.render_json(vars, &mut text);
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 }
 
@@ -114,6 +174,41 @@ mod tests {
         let out = t.render(&V);
         assert_eq!(out["args"], json!(["--id=kafka-2", "--n", 3]));
         assert_eq!(out["env"], v["env"]);
+        let mut text = String::new();
+        t.render_json(&V, &mut text);
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).expect("valid JSON"),
+            out
+        );
+    }
+
+    #[test]
+    fn json_strings_escape_like_serde_json() {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{1f}\u{7f}",
+            "ünïcødé ✓",
+            "",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).expect("encodes"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn rendered_values_are_escaped() {
+        struct Q;
+        impl Vars for Q {
+            fn write_var(&self, _: Var, out: &mut String) {
+                out.push_str("a\"b\\c");
+            }
+        }
+        let t = JsonTemplate::compile(&json!({"k\"ey": ["{pod}"]}), "c").expect("compiles");
+        assert_eq!(t.render(&Q), json!({"k\"ey": ["a\"b\\c"]}));
     }
 
     #[test]

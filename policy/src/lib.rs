@@ -13,7 +13,7 @@ mod validate;
 pub use identity::{
     BrokerIdentity, IdentityError, OrdinalError, POD_INDEX_LABEL, name_suffix_ordinal, ordinal_of,
 };
-pub use json_template::JsonTemplate;
+pub use json_template::{JsonTemplate, push_json_str};
 pub use model::PolicySpec;
 pub use template::{Template, TemplateError, Var, Vars};
 pub use validate::{FieldError, PolicyError};

@@ -406,7 +406,7 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
 fn validate_sidecar_container(spec: &PolicySpec, e: &mut Errors) -> (JsonTemplate, String) {
     let c = &spec.sidecar.container;
     let path = "sidecar.container";
-    let empty = JsonTemplate::Static(Value::Null);
+    let empty = JsonTemplate::Static("null".to_owned());
     if !c.is_object() {
         e.push(
             path,
@@ -446,7 +446,14 @@ fn validate_sidecar_container(spec: &PolicySpec, e: &mut Errors) -> (JsonTemplat
             format!("{rp} must not be set: kpool sets it from sidecar.native"),
         );
     }
-    let template = match JsonTemplate::compile(c, path) {
+    // A native sidecar is an init container that keeps running.
+    let mut rendered = c.clone();
+    if spec.sidecar.native
+        && let Some(obj) = rendered.as_object_mut()
+    {
+        obj.insert("restartPolicy".to_owned(), Value::from("Always"));
+    }
+    let template = match JsonTemplate::compile(&rendered, path) {
         Ok(t) => t,
         Err(err) => {
             e.push(err.path, err.error.to_string());

@@ -262,15 +262,13 @@ impl DocCtx<'_, '_> {
                 .cloned()
                 .unwrap_or_else(|| Value::Object(Map::new())),
         );
-        let mut pod = Value::Object(pod);
         let pod_ref = format!("{object} pod {name}");
-        self.pod(pod.take(), &pod_ref).map(|p| {
-            self.note(
-                object,
-                &format!("previewing pod {name} (--ordinal {ordinal})"),
-            );
-            p
-        })
+        let injected = self.pod(Value::Object(pod), &pod_ref)?;
+        self.note(
+            object,
+            &format!("previewing pod {name} (--ordinal {ordinal})"),
+        );
+        Ok(injected)
     }
 
     fn run(&mut self, doc: &Value, ctx: Context<'_>, object: &str) -> Result<Outcome, DocError> {
@@ -311,8 +309,8 @@ pub fn apply_patch(doc: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
     if ops.is_empty() {
         return Ok(());
     }
-    let patch: json_patch::Patch = serde_json::to_value(ops)
-        .and_then(serde_json::from_value)
+    let ops: Vec<Value> = ops.iter().map(PatchOp::to_value).collect();
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
         .map_err(|e| format!("internal error: patch does not encode: {e}"))?;
     json_patch::patch(doc, &patch).map_err(|e| format!("internal error: patch does not apply: {e}"))
 }

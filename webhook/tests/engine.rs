@@ -5,7 +5,7 @@ mod common;
 use common::{broker_pod, container, env, fixture_pod, inject, policy, policy_with};
 use k8s_openapi::api::core::v1::Pod;
 use kpool_webhook::inject::{
-    Context, Decision, DenyReason, Injector, PatchOp, Piece, STATUS_ANNOTATION, SkipReason, Status,
+    Context, Decision, DenyReason, Injector, Piece, STATUS_ANNOTATION, SkipReason, Status,
 };
 use serde_json::{Value, json};
 
@@ -429,9 +429,10 @@ fn a_new_policy_refreshes_owned_pieces_without_duplicating() {
     let (out, twice) = inject(&newer, &once, Context::POD);
     assert_eq!(out.decision, Decision::Inject);
     assert!(
-        out.patch.iter().any(
-            |op| matches!(op, PatchOp::Replace { path, .. } if path == "/spec/initContainers/0")
-        )
+        out.patch
+            .iter()
+            .any(|op| op.op == kpool_webhook::inject::patch::Op::Replace
+                && op.path == "/spec/initContainers/0")
     );
     let names: Vec<&str> = twice["spec"]["initContainers"]
         .as_array()
@@ -575,4 +576,52 @@ fn patch_paths_escape_label_keys() {
         ops.iter()
             .all(|op| op["op"] == "add" || op["op"] == "replace")
     }));
+}
+
+#[test]
+fn affinity_levels_missing_or_null_are_created_once() {
+    let req = "requiredDuringSchedulingIgnoredDuringExecution";
+    let cases = [
+        json!({}),
+        json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}),
+        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}),
+        json!({"nodeAffinity": {req: {"nodeSelectorTerms": []}}}),
+        json!({"nodeAffinity": null, "podAntiAffinity": null}),
+        json!({"nodeAffinity": {req: {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]}]}}}),
+        json!({"podAntiAffinity": {req: [{"topologyKey": "topology.kubernetes.io/zone", "labelSelector": {"matchLabels": {"app": "zk"}}}]}}),
+    ];
+    for case in cases {
+        let pod = broker_pod("kafka-0", json!({"affinity": case}));
+        let (out, patched) = inject(&policy(), &pod, Context::POD);
+        assert!(
+            out.changed.contains(&Piece::NodeAffinity)
+                && out.changed.contains(&Piece::AntiAffinity),
+            "{case}"
+        );
+        let aff = &patched["spec"]["affinity"];
+        let terms = aff["nodeAffinity"][req]["nodeSelectorTerms"]
+            .as_array()
+            .expect("terms");
+        assert_eq!(terms.len(), 1, "{case}: {aff}");
+        assert_eq!(
+            terms[0]["matchExpressions"].as_array().map(Vec::len),
+            Some(2),
+            "{case}: {aff}"
+        );
+        let anti = aff["podAntiAffinity"][req].as_array().expect("anti");
+        assert!(
+            anti.iter()
+                .any(|t| t["topologyKey"] == "kubernetes.io/hostname"),
+            "{case}: {aff}"
+        );
+        if let Some(user_anti) = case.pointer(&format!("/podAntiAffinity/{req}/0")) {
+            assert_eq!(&anti[0], user_anti, "user anti-affinity term kept first");
+        }
+        if let Some(pa) = case.get("podAffinity") {
+            assert_eq!(&aff["podAffinity"], pa);
+        }
+        let _: Pod = serde_json::from_value(patched.clone()).expect("valid pod");
+        let (again, _) = inject(&policy(), &patched, Context::POD);
+        assert_eq!(again.decision, Decision::AlreadyInjected, "{case}");
+    }
 }

@@ -3,10 +3,10 @@
 
 use kpool_policy::BrokerIdentity;
 use kpool_policy::model::OnConflict;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::patch::{is_subset, push_segment};
-use super::pod::{MetaView, SpecView};
+use super::patch::{RawJson, push_segment, write_json_str};
+use super::pod::{EnvView, MetaView, SpecView};
 use super::sidecar::append_all;
 use super::{PatchOp, Piece, Plan};
 
@@ -38,10 +38,7 @@ pub(super) fn labels(
                 .collect();
             plan.push(
                 Piece::Labels,
-                PatchOp::Add {
-                    path: "/metadata/labels".to_owned(),
-                    value: Value::Object(map),
-                },
+                PatchOp::add("/metadata/labels", RawJson::value(&Value::Object(map))),
             );
         }
         Some(labels) => {
@@ -49,15 +46,56 @@ pub(super) fn labels(
                 if labels.get(k) != Some(v.as_str()) {
                     let mut path = "/metadata/labels".to_owned();
                     push_segment(&mut path, k);
-                    plan.push(
-                        Piece::Labels,
-                        PatchOp::Add {
-                            path,
-                            value: Value::String(v),
-                        },
-                    );
+                    plan.push(Piece::Labels, PatchOp::add(path, RawJson::string(&v)));
                 }
             }
+        }
+    }
+}
+
+/// An env var kpool wants on the broker container.
+struct Want<'a> {
+    piece: Piece,
+    name: &'a str,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Value(String),
+    /// A downward-API field, with its entry already serialised.
+    Field(&'static str, &'a RawJson),
+}
+
+impl Want<'_> {
+    fn is_met_by(&self, have: &EnvView<'_>) -> bool {
+        match &self.source {
+            Source::Value(v) => {
+                have.value.as_deref() == Some(v.as_str()) && have.value_from.is_none()
+            }
+            Source::Field(path, _) => {
+                have.value.is_none()
+                    && have
+                        .value_from
+                        .as_ref()
+                        .and_then(|f| f.pointer("/fieldRef/fieldPath"))
+                        .and_then(Value::as_str)
+                        == Some(*path)
+            }
+        }
+    }
+
+    fn entry(&self) -> RawJson {
+        match &self.source {
+            Source::Value(v) => {
+                let mut text = String::with_capacity(self.name.len() + v.len() + 24);
+                text.push_str("{\"name\":");
+                write_json_str(&mut text, self.name);
+                text.push_str(",\"value\":");
+                write_json_str(&mut text, v);
+                text.push('}');
+                RawJson::trusted(text)
+            }
+            Source::Field(_, raw) => (*raw).clone(),
         }
     }
 }
@@ -70,87 +108,87 @@ pub(super) fn env(
     broker: usize,
     id: Option<&BrokerIdentity<'_>>,
 ) {
-    let policy = plan.injector.policy;
+    let injector = plan.injector;
+    let policy = injector.policy;
     let p = policy.spec();
-    let value = |name: &str, v: &str| json!({"name": name, "value": v});
-    let mut want: Vec<(Piece, Value)> =
-        vec![(Piece::IdentityEnv, value(&p.identity.cluster, &p.cluster))];
+    fn value(piece: Piece, name: &str, v: String) -> Want<'_> {
+        Want {
+            piece,
+            name,
+            source: Source::Value(v),
+        }
+    }
+    let mut want: Vec<Want<'_>> = vec![value(
+        Piece::IdentityEnv,
+        &p.identity.cluster,
+        p.cluster.clone(),
+    )];
     if let Some(id) = id {
-        want.push((Piece::IdentityEnv, value(&p.identity.rack, id.rack)));
-        want.push((Piece::IdentityEnv, value(&p.identity.zone, id.zone)));
-        want.push((
+        want.push(value(
             Piece::IdentityEnv,
-            value(&p.identity.broker_id, &id.broker_id.to_string()),
+            &p.identity.rack,
+            id.rack.to_owned(),
         ));
-        want.push((
+        want.push(value(
+            Piece::IdentityEnv,
+            &p.identity.zone,
+            id.zone.to_owned(),
+        ));
+        want.push(value(
+            Piece::IdentityEnv,
+            &p.identity.broker_id,
+            id.broker_id.to_string(),
+        ));
+        want.push(value(
             Piece::ListenerEnv,
-            value(&p.listener.env, &policy.advertised_listener(id)),
+            &p.listener.env,
+            policy.advertised_listener(id),
         ));
         if let Some(port_env) = &p.listener.port_env {
-            want.push((Piece::ListenerEnv, value(port_env, &id.port.to_string())));
+            want.push(value(Piece::ListenerEnv, port_env, id.port.to_string()));
         }
     }
     want.extend(
-        plan.injector
+        injector
             .fixed
             .downward_env
             .iter()
-            .map(|e| (Piece::ProbeEnv, e.clone())),
+            .map(|(name, path, raw)| Want {
+                piece: Piece::ProbeEnv,
+                name,
+                source: Source::Field(path, raw),
+            }),
     );
 
     let container = &spec.containers.as_deref().unwrap_or_default()[broker];
     let base = format!("/spec/containers/{broker}/env");
     let Some(existing) = container.env.as_deref() else {
-        let pieces: Vec<Piece> = want.iter().map(|(p, _)| *p).collect();
-        append_all(
-            plan,
-            Piece::IdentityEnv,
-            &base,
-            false,
-            want.into_iter().map(|(_, v)| v).collect(),
-        );
-        for piece in pieces {
-            if !plan.changed.contains(&piece) {
-                plan.changed.push(piece);
+        for w in &want {
+            if !plan.changed.contains(&w.piece) {
+                plan.changed.push(w.piece);
             }
         }
+        let entries = want.iter().map(Want::entry).collect();
+        append_all(plan, Piece::IdentityEnv, &base, false, entries);
         return;
     };
     let mut appends = Vec::new();
-    for (piece, entry) in want {
-        let name = entry
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match existing
-            .iter()
-            .position(|e| e.get("name").and_then(Value::as_str) == Some(name))
-        {
-            None => appends.push((piece, entry)),
-            Some(i) if is_subset(&entry, &existing[i]) => {}
+    for w in &want {
+        match existing.iter().position(|e| e.name.as_str() == w.name) {
+            None => appends.push(w),
+            Some(i) if w.is_met_by(&existing[i]) => {}
             Some(_) if p.conflicts.env == OnConflict::Keep => {
                 plan.notes.push(format!(
-                    "kept env {name} of container {:?} as the pod sets it (conflicts.env: keep); the policy wants {}",
+                    "kept env {} of container {:?} as the pod sets it (conflicts.env: keep); the policy wants {}",
+                    w.name,
                     container.name.as_str(),
-                    entry
+                    w.entry().as_str()
                 ));
             }
-            Some(i) => plan.push(
-                piece,
-                PatchOp::Replace {
-                    path: format!("{base}/{i}"),
-                    value: entry,
-                },
-            ),
+            Some(i) => plan.push(w.piece, PatchOp::replace(format!("{base}/{i}"), w.entry())),
         }
     }
-    for (piece, entry) in appends {
-        plan.push(
-            piece,
-            PatchOp::Add {
-                path: format!("{base}/-"),
-                value: entry,
-            },
-        );
+    for w in appends {
+        plan.push(w.piece, PatchOp::add(format!("{base}/-"), w.entry()));
     }
 }

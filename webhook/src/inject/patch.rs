@@ -1,23 +1,103 @@
 //! RFC 6902 JSON-patch operations against the raw pod.
+//!
+//! Values are kept as JSON text: what depends only on the policy is serialised once when
+//! the engine is built, so a request copies bytes instead of cloning `Value` trees.
 
-use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+
 use serde_json::Value;
 
-/// One patch operation. kpool only ever adds (which also replaces an existing member) or
+/// Valid JSON text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(Arc<str>);
+
+impl RawJson {
+    /// Serialises a value.
+    pub fn value(v: &Value) -> Self {
+        Self(Arc::from(
+            serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned()),
+        ))
+    }
+
+    /// A JSON string.
+    pub fn string(s: &str) -> Self {
+        let mut out = String::with_capacity(s.len() + 2);
+        write_json_str(&mut out, s);
+        Self(Arc::from(out))
+    }
+
+    /// Text already known to be valid JSON (produced by a JSON writer).
+    pub(crate) fn trusted(text: String) -> Self {
+        Self(Arc::from(text))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses the text back into a value.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub use kpool_policy::push_json_str as write_json_str;
+
+/// The operation kind. kpool only adds (which also replaces an existing object member) or
 /// replaces array items, so the pod's other fields are never rewritten.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum PatchOp {
-    Add { path: String, value: Value },
-    Replace { path: String, value: Value },
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Replace,
+}
+
+/// One patch operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchOp {
+    pub op: Op,
+    pub path: String,
+    pub value: RawJson,
 }
 
 impl PatchOp {
+    /// An `add` operation.
+    pub fn add(path: impl Into<String>, value: RawJson) -> Self {
+        Self {
+            op: Op::Add,
+            path: path.into(),
+            value,
+        }
+    }
+
+    /// A `replace` operation.
+    pub fn replace(path: impl Into<String>, value: RawJson) -> Self {
+        Self {
+            op: Op::Replace,
+            path: path.into(),
+            value,
+        }
+    }
+
     /// The JSON pointer the operation targets.
     pub fn path(&self) -> &str {
-        match self {
-            Self::Add { path, .. } | Self::Replace { path, .. } => path,
-        }
+        &self.path
+    }
+
+    /// The operation as a JSON value.
+    pub fn to_value(&self) -> Value {
+        serde_json::json!({
+            "op": match self.op { Op::Add => "add", Op::Replace => "replace" },
+            "path": self.path,
+            "value": self.value.to_value(),
+        })
     }
 }
 
@@ -44,8 +124,27 @@ pub fn pointer(segments: &[&str]) -> String {
 
 /// Serialises operations as the JSON array the API server expects.
 pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
-    // Serialising Values and Strings cannot fail.
-    serde_json::to_vec(ops).unwrap_or_else(|_| b"[]".to_vec())
+    let len: usize = ops
+        .iter()
+        .map(|o| o.path.len() + o.value.0.len() + 32)
+        .sum();
+    let mut out = String::with_capacity(len + 2);
+    out.push('[');
+    for (i, op) in ops.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(match op.op {
+            Op::Add => "{\"op\":\"add\",\"path\":",
+            Op::Replace => "{\"op\":\"replace\",\"path\":",
+        });
+        write_json_str(&mut out, &op.path);
+        out.push_str(",\"value\":");
+        out.push_str(&op.value.0);
+        out.push('}');
+    }
+    out.push(']');
+    out.into_bytes()
 }
 
 /// True when every member of `want` is in `have` with the same value (arrays compare
@@ -79,11 +178,18 @@ mod tests {
 
     #[test]
     fn ops_serialise_as_rfc6902() {
-        let ops = [PatchOp::Add {
-            path: "/a".into(),
-            value: json!(1),
-        }];
-        assert_eq!(to_json(&ops), br#"[{"op":"add","path":"/a","value":1}]"#);
+        let ops = [
+            PatchOp::add("/a", RawJson::value(&json!({"x": [1]}))),
+            PatchOp::replace("/b/0", RawJson::string("q\"uote")),
+        ];
+        let text = to_json(&ops);
+        assert_eq!(
+            std::str::from_utf8(&text).expect("utf8"),
+            r#"[{"op":"add","path":"/a","value":{"x":[1]}},{"op":"replace","path":"/b/0","value":"q\"uote"}]"#
+        );
+        let parsed: Value = serde_json::from_slice(&text).expect("valid JSON");
+        assert_eq!(parsed[0], ops[0].to_value());
+        assert_eq!(to_json(&[]), b"[]");
     }
 
     #[test]

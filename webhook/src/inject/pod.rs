@@ -58,12 +58,24 @@ pub struct SpecView<'a> {
 pub struct ContainerView<'a> {
     #[serde(borrow, default)]
     pub name: Str<'a>,
-    #[serde(default)]
-    pub env: Option<Vec<Value>>,
+    #[serde(borrow, default)]
+    pub env: Option<Vec<EnvView<'a>>>,
     #[serde(default)]
     pub readiness_probe: Option<Value>,
     #[serde(borrow, default)]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
+}
+
+/// An env var.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvView<'a> {
+    #[serde(borrow, default)]
+    pub name: Str<'a>,
+    #[serde(borrow, default)]
+    pub value: Option<Str<'a>>,
+    #[serde(default)]
+    pub value_from: Option<Value>,
 }
 
 /// Anything identified by `name` (volumes).
@@ -171,13 +183,17 @@ pub struct PodError {
 impl<'a> PodView<'a> {
     /// Reads the view from JSON text, borrowing strings where they need no unescaping.
     pub fn from_json(json: &'a str) -> Result<Self, PodError> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let view = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-        de.end().map_err(|e| PodError {
-            path: ".".to_owned(),
-            message: e.to_string(),
-        })?;
-        Ok(view)
+        // The plain deserializer is fast; only a failure pays for tracking the field path.
+        serde_json::from_str(json).map_err(|plain| {
+            let mut de = serde_json::Deserializer::from_str(json);
+            match serde_path_to_error::deserialize::<_, PodView<'_>>(&mut de) {
+                Err(e) => path_error(e),
+                Ok(_) => PodError {
+                    path: ".".to_owned(),
+                    message: plain.to_string(),
+                },
+            }
+        })
     }
 
     /// Reads the view from an already parsed document.
@@ -188,7 +204,15 @@ impl<'a> PodView<'a> {
                 message: format!("expected a pod object, found {}", kind_of(value)),
             });
         }
-        serde_path_to_error::deserialize(value).map_err(path_error)
+        Self::deserialize(value).map_err(|plain| {
+            match serde_path_to_error::deserialize::<_, PodView<'_>>(value) {
+                Err(e) => path_error(e),
+                Ok(_) => PodError {
+                    path: ".".to_owned(),
+                    message: plain.to_string(),
+                },
+            }
+        })
     }
 }
 

@@ -4,7 +4,7 @@ use kpool_policy::Policy;
 use kpool_policy::model::OnConflict;
 use serde_json::{Value, json};
 
-use super::patch::is_subset;
+use super::patch::{RawJson, is_subset};
 use super::pod::SpecView;
 use super::sidecar::{Action, append_all, find_container};
 use super::{DenyReason, PatchOp, Piece, Plan};
@@ -21,11 +21,13 @@ pub const PROBE_PATH: &str = "/kpool/bin/kpool-probe";
 /// Everything here depends only on the policy, so it is built once.
 #[derive(Debug)]
 pub(super) struct Fixed {
-    installer: Value,
-    bin_volume: Value,
-    bin_mount: Value,
+    installer: RawJson,
+    bin_volume: RawJson,
+    bin_mount: RawJson,
     probe: Value,
-    pub(super) downward_env: Vec<Value>,
+    probe_raw: RawJson,
+    /// (name, fieldPath, the env entry as JSON) of the probe's downward-API env.
+    pub(super) downward_env: Vec<(&'static str, &'static str, RawJson)>,
 }
 
 impl Fixed {
@@ -35,8 +37,20 @@ impl Fixed {
         let probe_timeout_ms = (u64::from(r.timeout_seconds) * 1000)
             .saturating_sub(250)
             .max(250);
+        let probe = json!({
+            "exec": {"command": [
+                PROBE_PATH,
+                format!("--agent-port={}", r.agent_port),
+                format!("--timeout-ms={probe_timeout_ms}"),
+            ]},
+            "initialDelaySeconds": r.initial_delay_seconds,
+            "periodSeconds": r.period_seconds,
+            "timeoutSeconds": r.timeout_seconds,
+            "failureThreshold": r.failure_threshold,
+            "successThreshold": 1
+        });
         Self {
-            installer: json!({
+            installer: RawJson::value(&json!({
                 "name": INSTALLER_NAME,
                 "image": r.probe_image,
                 "imagePullPolicy": "IfNotPresent",
@@ -53,21 +67,11 @@ impl Fixed {
                     "readOnlyRootFilesystem": true,
                     "capabilities": {"drop": ["ALL"]}
                 }
-            }),
-            bin_volume: json!({"name": BIN_VOLUME, "emptyDir": {"sizeLimit": "32Mi"}}),
-            bin_mount: json!({"name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true}),
-            probe: json!({
-                "exec": {"command": [
-                    PROBE_PATH,
-                    format!("--agent-port={}", r.agent_port),
-                    format!("--timeout-ms={probe_timeout_ms}"),
-                ]},
-                "initialDelaySeconds": r.initial_delay_seconds,
-                "periodSeconds": r.period_seconds,
-                "timeoutSeconds": r.timeout_seconds,
-                "failureThreshold": r.failure_threshold,
-                "successThreshold": 1
-            }),
+            })),
+            bin_volume: RawJson::value(&json!({"name": BIN_VOLUME, "emptyDir": {"sizeLimit": "32Mi"}})),
+            bin_mount: RawJson::value(&json!({"name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true})),
+            probe_raw: RawJson::value(&probe),
+            probe,
             downward_env: [
                 ("HOST_IP", "status.hostIP"),
                 ("POD_NAME", "metadata.name"),
@@ -75,7 +79,8 @@ impl Fixed {
             ]
             .iter()
             .map(|(name, field)| {
-                json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field}}})
+                let entry = json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field}}});
+                (*name, *field, RawJson::value(&entry))
             })
             .collect(),
         }
@@ -153,10 +158,7 @@ pub(super) fn installer(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
             let value = installer.clone();
             plan.push(
                 Piece::ProbeInstaller,
-                PatchOp::Replace {
-                    path: format!("/spec/{list}/{i}"),
-                    value,
-                },
+                PatchOp::replace(format!("/spec/{list}/{i}"), value),
             );
         }
         Some(_) => {}
@@ -195,13 +197,10 @@ pub(super) fn mount_and_probe(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>, brok
             ));
         }
         _ => {
-            let value = want.clone();
+            let value = fixed.probe_raw.clone();
             plan.push(
                 Piece::ReadinessProbe,
-                PatchOp::Add {
-                    path: format!("{base}/readinessProbe"),
-                    value,
-                },
+                PatchOp::add(format!("{base}/readinessProbe"), value),
             );
         }
     }

@@ -4,7 +4,7 @@
 use kpool_policy::{BrokerIdentity, Policy};
 use serde_json::{Map, Value, json};
 
-use super::patch::is_subset;
+use super::patch::{RawJson, is_subset, push_segment};
 use super::pod::SpecView;
 use super::sidecar::append_all;
 use super::{PatchOp, Piece, Plan};
@@ -15,10 +15,10 @@ const REQUIRED: &str = "requiredDuringSchedulingIgnoredDuringExecution";
 /// Everything here depends only on the policy, so it is built once.
 #[derive(Debug)]
 pub(super) struct Fixed {
-    toleration: Value,
+    toleration: RawJson,
     pool_expr: Value,
     anti_term: Value,
-    spread: Value,
+    spread: RawJson,
 }
 
 impl Fixed {
@@ -35,7 +35,7 @@ impl Fixed {
         };
         let selector = json!({"matchLabels": spec.brokers.selector});
         Self {
-            toleration,
+            toleration: RawJson::value(&toleration),
             pool_expr: json!({
                 "key": spec.pool.node_label.key,
                 "operator": "In",
@@ -47,12 +47,12 @@ impl Fixed {
                 "namespaceSelector": {},
                 "topologyKey": HOSTNAME_KEY,
             }),
-            spread: json!({
+            spread: RawJson::value(&json!({
                 "maxSkew": spec.spread.max_skew,
                 "topologyKey": spec.pool.zone_label,
                 "whenUnsatisfiable": spec.spread.when_unsatisfiable.as_str(),
                 "labelSelector": selector,
-            }),
+            })),
         }
     }
 }
@@ -76,100 +76,135 @@ pub(super) fn toleration(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
 
 /// Ensures required node affinity to the pool (and, for a pod, to its zone) in every node
 /// selector term, and the one-broker-per-node anti-affinity. User terms are kept: kpool's
-/// expressions are ANDed into each existing term.
+/// expressions are ANDed into each existing term, by targeted operations.
 pub(super) fn affinity(
     plan: &mut Plan<'_, '_>,
     spec: &SpecView<'_>,
     id: Option<&BrokerIdentity<'_>>,
 ) {
     let fixed = &plan.injector.scheduling;
-    let mut exprs = vec![fixed.pool_expr.clone()];
-    if let Some(id) = id {
-        exprs.push(json!({
+    let zone_expr = id.map(|id| {
+        json!({
             "key": plan.injector.policy.spec().pool.zone_label,
             "operator": "In",
             "values": [id.zone],
-        }));
-    }
-    let mut affinity = match &spec.affinity {
-        Some(Value::Object(m)) => Value::Object(m.clone()),
-        _ => Value::Object(Map::new()),
+        })
+    });
+    let exprs: Vec<&Value> = std::iter::once(&fixed.pool_expr)
+        .chain(zone_expr.as_ref())
+        .collect();
+    let Some(affinity) = spec.affinity.as_ref().filter(|a| a.is_object()) else {
+        // No affinity yet: one operation adds all of it.
+        let value = json!({
+            "nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": exprs}]}},
+            "podAntiAffinity": {REQUIRED: [fixed.anti_term]},
+        });
+        plan.push(
+            Piece::NodeAffinity,
+            PatchOp::add("/spec/affinity", RawJson::value(&value)),
+        );
+        plan.changed.push(Piece::AntiAffinity);
+        return;
     };
-    let node_changed = ensure_node_terms(&mut affinity, &exprs);
-    let anti_changed = ensure_anti_affinity(&mut affinity, &fixed.anti_term);
-    if node_changed || anti_changed {
-        let op = PatchOp::Add {
-            path: "/spec/affinity".to_owned(),
-            value: affinity,
-        };
-        plan.ops.push(op);
-        for (changed, piece) in [
-            (node_changed, Piece::NodeAffinity),
-            (anti_changed, Piece::AntiAffinity),
-        ] {
-            if changed && !plan.changed.contains(&piece) {
-                plan.changed.push(piece);
+    let affinity = Some(affinity);
+
+    // Node affinity: into every existing term, or one new term.
+    let terms_path = ["nodeAffinity", REQUIRED, "nodeSelectorTerms"];
+    let terms = affinity
+        .and_then(|a| a.pointer(&format!("/{}", terms_path.join("/"))))
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty());
+    match terms {
+        None => {
+            let term = json!({"matchExpressions": exprs});
+            add_nested(plan, Piece::NodeAffinity, affinity, &terms_path, &[&term]);
+        }
+        Some(terms) => {
+            for (i, term) in terms.iter().enumerate() {
+                let have = term.get("matchExpressions").and_then(Value::as_array);
+                let missing: Vec<&Value> = exprs
+                    .iter()
+                    .copied()
+                    .filter(|e| !have.is_some_and(|h| h.iter().any(|x| is_subset(e, x))))
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                let base = format!(
+                    "/spec/affinity/nodeAffinity/{REQUIRED}/nodeSelectorTerms/{i}/matchExpressions"
+                );
+                if have.is_some() {
+                    for e in missing {
+                        plan.push(
+                            Piece::NodeAffinity,
+                            PatchOp::add(format!("{base}/-"), RawJson::value(e)),
+                        );
+                    }
+                } else {
+                    plan.push(
+                        Piece::NodeAffinity,
+                        PatchOp::add(base, RawJson::value(&json!(missing))),
+                    );
+                }
             }
         }
     }
-}
 
-/// The member `key` of `v` (made an object first if it is not), made `empty()` if it is
-/// missing or not of the same JSON type.
-fn member<'v>(v: &'v mut Value, key: &str, empty: fn() -> Value) -> &'v mut Value {
-    if !v.is_object() {
-        *v = Value::Object(Map::new());
+    // One broker per node.
+    let anti_path = ["podAntiAffinity", REQUIRED];
+    let present = affinity
+        .and_then(|a| a.pointer(&format!("/{}", anti_path.join("/"))))
+        .and_then(Value::as_array)
+        .is_some_and(|terms| terms.iter().any(|t| is_subset(&fixed.anti_term, t)));
+    if !present {
+        let term = fixed.anti_term.clone();
+        add_nested(plan, Piece::AntiAffinity, affinity, &anti_path, &[&term]);
     }
-    let slot = &mut v[key];
-    let want = empty();
-    if std::mem::discriminant(slot) != std::mem::discriminant(&want) {
-        *slot = want;
-    }
-    slot
 }
 
-fn obj() -> Value {
-    Value::Object(Map::new())
-}
-
-fn arr() -> Value {
-    Value::Array(Vec::new())
-}
-
-fn ensure_node_terms(affinity: &mut Value, exprs: &[Value]) -> bool {
-    let required = member(member(affinity, "nodeAffinity", obj), REQUIRED, obj);
-    let Value::Array(terms) = member(required, "nodeSelectorTerms", arr) else {
-        return false;
-    };
-    if terms.is_empty() {
-        terms.push(json!({"matchExpressions": exprs}));
-        return true;
-    }
-    let mut changed = false;
-    for term in terms.iter_mut() {
-        let Value::Array(list) = member(term, "matchExpressions", arr) else {
-            continue;
-        };
-        for e in exprs {
-            if !list.iter().any(|have| is_subset(e, have)) {
-                list.push(e.clone());
-                changed = true;
+/// Appends `items` to the array at `/spec/affinity/<segs...>` (the affinity exists),
+/// creating whatever levels are missing with one `add` at the first missing level. A level
+/// holding something other than an object (or, last, an array) counts as missing and is
+/// replaced.
+fn add_nested(
+    plan: &mut Plan<'_, '_>,
+    piece: Piece,
+    affinity: Option<&Value>,
+    segs: &[&str],
+    items: &[&Value],
+) {
+    let mut path = "/spec/affinity".to_owned();
+    let mut at = affinity;
+    let mut depth = 0;
+    while depth < segs.len() {
+        let last = depth + 1 == segs.len();
+        match at.and_then(|v| v.get(segs[depth])) {
+            Some(next) if (last && next.is_array()) || (!last && next.is_object()) => {
+                push_segment(&mut path, segs[depth]);
+                at = Some(next);
+                depth += 1;
             }
+            _ => break,
         }
     }
-    changed
-}
-
-fn ensure_anti_affinity(affinity: &mut Value, term: &Value) -> bool {
-    let Value::Array(terms) = member(member(affinity, "podAntiAffinity", obj), REQUIRED, arr)
-    else {
-        return false;
-    };
-    if terms.iter().any(|have| is_subset(term, have)) {
-        return false;
+    if depth == segs.len() {
+        for item in items {
+            plan.push(
+                piece,
+                PatchOp::add(format!("{path}/-"), RawJson::value(item)),
+            );
+        }
+        return;
     }
-    terms.push(term.clone());
-    true
+    // Build the missing levels below the first missing one, from the inside out.
+    let mut value = Value::Array(items.iter().map(|v| (*v).clone()).collect());
+    for seg in segs[depth + 1..].iter().rev() {
+        let mut m = Map::new();
+        m.insert((*seg).to_owned(), value);
+        value = Value::Object(m);
+    }
+    push_segment(&mut path, segs[depth]);
+    plan.push(piece, PatchOp::add(path, RawJson::value(&value)));
 }
 
 /// Ensures a topology spread constraint over zones, unless the pod already spreads over

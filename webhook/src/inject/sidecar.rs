@@ -1,15 +1,15 @@
 //! The security sidecar and its volumes.
 
 use kpool_policy::{BrokerIdentity, Var, Vars};
-use serde_json::{Value, json};
 
+use super::patch::RawJson;
 use super::pod::SpecView;
 use super::{DenyReason, PatchOp, Piece, Plan};
 
 /// What to do with one injected object (container or volume).
 pub(super) enum Action {
-    Append(Value),
-    Replace { path: String, value: Value },
+    Append(RawJson),
+    Replace { path: String, value: RawJson },
     Keep,
 }
 
@@ -66,16 +66,9 @@ pub(super) fn prepare(
     };
 
     let name = policy.sidecar_name();
-    let native = policy.spec().sidecar.native;
-    let render = || {
-        let mut c = policy.sidecar_container().render(vars);
-        if native && let Some(obj) = c.as_object_mut() {
-            obj.insert("restartPolicy".to_owned(), json!("Always"));
-        }
-        c
-    };
+    let render_sidecar = || render(policy.sidecar_container(), vars);
     let container = match find_container(spec, name) {
-        None => Action::Append(render()),
+        None => Action::Append(render_sidecar()),
         Some((list, i)) => {
             if !plan.owns_container(name) {
                 return Err(DenyReason::NameClash {
@@ -88,7 +81,7 @@ pub(super) fn prepare(
             if plan.policy_changed() {
                 Action::Replace {
                     path: format!("/spec/{list}/{i}"),
-                    value: render(),
+                    value: render_sidecar(),
                 }
             } else {
                 Action::Keep
@@ -111,7 +104,7 @@ pub(super) fn prepare(
             .iter()
             .position(|v| v.name.as_str() == vname);
         let action = match existing {
-            None => Action::Append(template.render(vars)),
+            None => Action::Append(render(template, vars)),
             Some(i) if !plan.owns_volume(vname) => {
                 return Err(DenyReason::NameClash {
                     what: "volume",
@@ -122,7 +115,7 @@ pub(super) fn prepare(
             }
             Some(i) if plan.policy_changed() => Action::Replace {
                 path: format!("/spec/volumes/{i}"),
-                value: template.render(vars),
+                value: render(template, vars),
             },
             Some(_) => Action::Keep,
         };
@@ -133,6 +126,12 @@ pub(super) fn prepare(
         container: Some(container),
         volumes,
     })
+}
+
+fn render(template: &kpool_policy::JsonTemplate, vars: &dyn Vars) -> RawJson {
+    let mut text = String::with_capacity(512);
+    template.render_json(vars, &mut text);
+    RawJson::trusted(text)
 }
 
 /// Where a container of that name is: (`containers` or `initContainers`, index).
@@ -159,13 +158,12 @@ pub(super) fn apply_volumes(
     for action in sidecar.volumes.iter().chain(std::iter::once(&bin_volume)) {
         match action {
             Action::Append(v) => appends.push(v.clone()),
-            Action::Replace { path, value } => plan.push(
-                Piece::Volumes,
-                PatchOp::Replace {
-                    path: path.clone(),
-                    value: value.clone(),
-                },
-            ),
+            Action::Replace { path, value } => {
+                plan.push(
+                    Piece::Volumes,
+                    PatchOp::replace(path.clone(), value.clone()),
+                );
+            }
             Action::Keep => {}
         }
     }
@@ -185,32 +183,20 @@ pub(super) fn apply_container(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>, side
             let op = if plan.injector.policy.spec().sidecar.native {
                 // First init container: a native sidecar must be up before the other init
                 // containers and the broker need the network.
-                let path = if spec.init_containers.is_some() || plan_added_init(plan) {
-                    "/spec/initContainers/0".to_owned()
+                if spec.init_containers.is_some() || plan_added_init(plan) {
+                    PatchOp::add("/spec/initContainers/0", c)
                 } else {
-                    "/spec/initContainers".to_owned()
-                };
-                let value = if path.ends_with('0') {
-                    c
-                } else {
-                    Value::Array(vec![c])
-                };
-                PatchOp::Add { path, value }
+                    PatchOp::add("/spec/initContainers", array(&[c]))
+                }
             } else if spec.containers.is_some() {
-                PatchOp::Add {
-                    path: "/spec/containers/-".to_owned(),
-                    value: c,
-                }
+                PatchOp::add("/spec/containers/-", c)
             } else {
-                PatchOp::Add {
-                    path: "/spec/containers".to_owned(),
-                    value: Value::Array(vec![c]),
-                }
+                PatchOp::add("/spec/containers", array(&[c]))
             };
             plan.push(Piece::Sidecar, op);
         }
         Some(Action::Replace { path, value }) => {
-            plan.push(Piece::Sidecar, PatchOp::Replace { path, value });
+            plan.push(Piece::Sidecar, PatchOp::replace(path, value));
         }
         Some(Action::Keep) | None => {}
     }
@@ -223,34 +209,37 @@ fn plan_added_init(plan: &Plan<'_, '_>) -> bool {
         .any(|op| op.path() == "/spec/initContainers")
 }
 
+/// A JSON array of `items`.
+pub(super) fn array(items: &[RawJson]) -> RawJson {
+    let mut text =
+        String::with_capacity(items.iter().map(|i| i.as_str().len() + 1).sum::<usize>() + 2);
+    text.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(item.as_str());
+    }
+    text.push(']');
+    RawJson::trusted(text)
+}
+
 /// Appends `items` to the array at `path`, creating it when the pod has none.
 pub(super) fn append_all(
     plan: &mut Plan<'_, '_>,
     piece: Piece,
     path: &str,
     exists: bool,
-    items: Vec<Value>,
+    items: Vec<RawJson>,
 ) {
     if items.is_empty() {
         return;
     }
     if exists {
         for value in items {
-            plan.push(
-                piece,
-                PatchOp::Add {
-                    path: format!("{path}/-"),
-                    value,
-                },
-            );
+            plan.push(piece, PatchOp::add(format!("{path}/-"), value));
         }
     } else {
-        plan.push(
-            piece,
-            PatchOp::Add {
-                path: path.to_owned(),
-                value: Value::Array(items),
-            },
-        );
+        plan.push(piece, PatchOp::add(path, array(&items)));
     }
 }

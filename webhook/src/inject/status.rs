@@ -3,7 +3,7 @@
 use kpool_policy::BrokerIdentity;
 use serde::{Deserialize, Serialize};
 
-use super::patch::push_segment;
+use super::patch::{RawJson, push_segment};
 use super::pod::MetaView;
 use super::{PatchOp, Piece, Plan};
 
@@ -55,17 +55,14 @@ pub(super) fn annotation(
         return;
     }
     let op = match &meta.annotations {
-        None => PatchOp::Add {
-            path: "/metadata/annotations".to_owned(),
-            value: serde_json::json!({ STATUS_ANNOTATION: text }),
-        },
+        None => PatchOp::add(
+            "/metadata/annotations",
+            RawJson::value(&serde_json::json!({ STATUS_ANNOTATION: text })),
+        ),
         Some(_) => {
             let mut path = "/metadata/annotations".to_owned();
             push_segment(&mut path, STATUS_ANNOTATION);
-            PatchOp::Add {
-                path,
-                value: serde_json::Value::String(text),
-            }
+            PatchOp::add(path, RawJson::string(&text))
         }
     };
     plan.push(Piece::Status, op);
