@@ -15,7 +15,7 @@ fn bench(c: &mut Criterion) {
     let policy = Policy::builtin().expect("built-in policy");
     let injector = Injector::new(&policy);
     let captured: serde_json::Value = serde_json::from_str(include_str!(
-        "../../../shared/fixtures/admission/000-create-kafka-0.json"
+        "../../tests/fixtures/admission/000-create-kafka-0.json"
     ))
     .expect("fixture");
     let captured_pod = captured["request"]["object"].to_string();

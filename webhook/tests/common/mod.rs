@@ -9,7 +9,7 @@ use serde_json::Value;
 /// The captured AdmissionReviews, as the API server sent them.
 pub fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../../shared/fixtures/admission/{name}",
+        "{}/../tests/fixtures/admission/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
