@@ -5,6 +5,7 @@
 
 mod identity;
 mod json_template;
+pub mod keys;
 pub mod model;
 pub mod names;
 mod template;

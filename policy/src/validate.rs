@@ -7,16 +7,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::json_template::JsonTemplate;
+use crate::keys::{PROBE_ENV, PROBE_INSTALLER_NAME, PROBE_VOLUME_NAME};
 use crate::model::{API_VERSION, KIND, Label, PolicySpec};
 use crate::names::{check_dns_label, check_env_name, check_label_value, check_qualified_name};
 use crate::template::{ALL_VARS, Template, Var, Vars};
-
-/// Name of the init container that copies `kpool-probe` into the pod.
-pub const PROBE_INSTALLER_NAME: &str = "kpool-probe-install";
-/// Name of the emptyDir volume holding `kpool-probe`.
-pub const PROBE_VOLUME_NAME: &str = "kpool-bin";
-/// Env vars the injected probe needs; policy env names must not collide with them.
-pub const PROBE_ENV: [&str; 3] = ["HOST_IP", "POD_NAME", "POD_NAMESPACE"];
 
 /// One invalid field.
 #[derive(Debug, Clone, PartialEq, Eq)]

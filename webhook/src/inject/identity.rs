@@ -2,6 +2,7 @@
 //! advertised listener; plus the downward-API env the probe needs.
 
 use kpool_policy::BrokerIdentity;
+use kpool_policy::keys::{BROKER_ID_LABEL, CLUSTER_LABEL, RACK_LABEL, ZONE_LABEL};
 use kpool_policy::model::OnConflict;
 use serde_json::Value;
 
@@ -9,12 +10,6 @@ use super::patch::{RawJson, push_segment, write_json_str};
 use super::pod::{EnvView, MetaView, SpecView};
 use super::sidecar::append_all;
 use super::{PatchOp, Piece, Plan};
-
-/// Labels kpool sets on broker pods.
-pub const RACK_LABEL: &str = "kpool.io/rack";
-pub const ZONE_LABEL: &str = "kpool.io/zone";
-pub const CLUSTER_LABEL: &str = "kpool.io/cluster";
-pub const BROKER_ID_LABEL: &str = "kpool.io/broker-id";
 
 /// Ensures the identity labels. `kpool.io/*` labels are kpool's own, so they are always
 /// set to the policy's values.

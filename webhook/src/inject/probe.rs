@@ -9,14 +9,10 @@ use super::pod::SpecView;
 use super::sidecar::{Action, append_all, find_container};
 use super::{DenyReason, PatchOp, Piece, Plan};
 
-/// Name of the init container that copies `kpool-probe` into the pod.
-pub const INSTALLER_NAME: &str = "kpool-probe-install";
-/// The emptyDir volume that carries `kpool-probe`.
-pub const BIN_VOLUME: &str = "kpool-bin";
-/// Where `kpool-probe` is mounted in the broker container.
-pub const BIN_DIR: &str = "/kpool/bin";
-/// The probe command path.
-pub const PROBE_PATH: &str = "/kpool/bin/kpool-probe";
+use kpool_policy::keys::{
+    PROBE_DIR as BIN_DIR, PROBE_ENV, PROBE_INSTALLER_NAME as INSTALLER_NAME, PROBE_PATH,
+    PROBE_VOLUME_NAME as BIN_VOLUME,
+};
 
 /// Everything here depends only on the policy, so it is built once.
 #[derive(Debug)]
@@ -72,16 +68,13 @@ impl Fixed {
             bin_mount: RawJson::value(&json!({"name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true})),
             probe_raw: RawJson::value(&probe),
             probe,
-            downward_env: [
-                ("HOST_IP", "status.hostIP"),
-                ("POD_NAME", "metadata.name"),
-                ("POD_NAMESPACE", "metadata.namespace"),
-            ]
-            .iter()
-            .map(|(name, field)| {
-                let entry = json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field}}});
-                (*name, *field, RawJson::value(&entry))
-            })
+            downward_env: PROBE_ENV
+                .iter()
+                .zip(["status.hostIP", "metadata.name", "metadata.namespace"])
+                .map(|(name, field)| {
+                    let entry = json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field}}});
+                    (*name, field, RawJson::value(&entry))
+                })
             .collect(),
         }
     }

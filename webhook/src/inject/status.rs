@@ -7,8 +7,7 @@ use super::patch::{RawJson, push_segment};
 use super::pod::MetaView;
 use super::{PatchOp, Piece, Plan};
 
-/// The annotation key.
-pub const STATUS_ANNOTATION: &str = "kpool.io/status";
+pub use kpool_policy::keys::STATUS_ANNOTATION;
 
 /// What kpool recorded in a pod or template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
