@@ -13,7 +13,7 @@ const BROKER_POD: &str = include_str!("fixtures/broker-pod.json");
 
 fn bench(c: &mut Criterion) {
     let policy = Policy::builtin().expect("built-in policy");
-    let injector = Injector::new(&policy);
+    let injector = Injector::new(std::sync::Arc::new(policy.clone()));
     let captured: serde_json::Value = serde_json::from_str(include_str!(
         "../../tests/fixtures/admission/000-create-kafka-0.json"
     ))

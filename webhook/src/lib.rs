@@ -1,4 +1,9 @@
-//! kpool-webhook: the injection engine, and the offline `inject` command built on it.
+//! kpool-webhook: the injection engine, the pool guard, the admission server, and the
+//! offline `inject` command built on the same engine.
 
+pub mod admission;
+pub mod audit;
+pub mod guard;
 pub mod inject;
+pub mod metrics;
 pub mod offline;

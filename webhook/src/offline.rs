@@ -6,6 +6,7 @@
 //! through unchanged.
 
 use std::fmt;
+use std::sync::Arc;
 
 use kpool_policy::{POD_INDEX_LABEL, Policy};
 use serde_json::{Map, Value};
@@ -83,7 +84,7 @@ pub fn inject_stream(input: &str, policy: &Policy, opts: &Options) -> Result<Rep
             message: "input holds no documents".to_owned(),
         });
     }
-    let injector = Injector::new(policy);
+    let injector = Injector::new(Arc::new(policy.clone()));
     let mut report = Report {
         documents: Vec::with_capacity(docs.len()),
         notes: Vec::new(),
@@ -108,14 +109,14 @@ pub fn inject_stream(input: &str, policy: &Policy, opts: &Options) -> Result<Rep
     }
 }
 
-struct DocCtx<'a, 'p> {
+struct DocCtx<'a> {
     index: usize,
-    injector: &'a Injector<'p>,
+    injector: &'a Injector,
     opts: &'a Options,
     notes: &'a mut Vec<String>,
 }
 
-impl DocCtx<'_, '_> {
+impl DocCtx<'_> {
     fn object(&mut self, doc: Value) -> Result<Value, DocError> {
         let kind = doc
             .get("kind")

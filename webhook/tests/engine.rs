@@ -95,7 +95,7 @@ fn injection_is_idempotent_on_real_pods() {
 #[test]
 fn json_text_and_value_paths_agree() {
     let policy = policy();
-    let injector = Injector::new(&policy);
+    let injector = Injector::new(std::sync::Arc::new(policy.clone()));
     for name in [
         "000-create-kafka-0.json",
         "003-create-sneaky-batch-dryrun.json",
@@ -291,7 +291,7 @@ fn volume_and_installer_and_mount_clashes_are_denied() {
 fn existing_matching_toleration_is_enough() {
     let pod = broker_pod(
         "kafka-0",
-        json!({"tolerations": [{"key": "kpool.io/pool", "operator": "Exists"}]}),
+        json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}),
     );
     let (out, patched) = inject(&policy(), &pod, Context::POD);
     assert!(!out.changed.contains(&Piece::Toleration));
@@ -327,7 +327,7 @@ fn user_affinity_terms_are_kept_and_pool_expressions_anded_into_each() {
             .iter()
             .map(|e| e["key"].as_str().unwrap_or_default())
             .collect();
-        assert!(keys.contains(&"kpool.io/pool"), "{term}");
+        assert!(keys.contains(&"dedicated"), "{term}");
         assert!(keys.contains(&"topology.kubernetes.io/zone"), "{term}");
     }
     assert_eq!(
@@ -540,7 +540,7 @@ fn pod_without_spec_is_denied() {
 #[test]
 fn unreadable_pods_are_errors_that_name_the_field() {
     let policy = policy();
-    let injector = Injector::new(&policy);
+    let injector = Injector::new(std::sync::Arc::new(policy.clone()));
     let e = injector
         .inject(&json!({"metadata": {"labels": {"a": 1}}}), Context::POD)
         .expect_err("label value must be a string");

@@ -88,15 +88,15 @@ fn toleration() -> impl Strategy<Value = Value> {
     prop::sample::select(vec![
         json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
         json!({"key": "dedicated", "operator": "Equal", "value": "kafka", "effect": "NoSchedule"}),
-        json!({"key": "kpool.io/pool", "operator": "Exists"}),
-        json!({"key": "kpool.io/pool", "operator": "Equal", "value": "other", "effect": "NoSchedule"}),
+        json!({"key": "dedicated", "operator": "Exists"}),
+        json!({"key": "dedicated", "operator": "Equal", "value": "other", "effect": "NoSchedule"}),
     ])
 }
 
 fn affinity() -> impl Strategy<Value = Value> {
     let expr = prop::sample::select(vec![
         json!({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m6i.2xlarge"]}),
-        json!({"key": "kpool.io/pool", "operator": "In", "values": ["kafka"]}),
+        json!({"key": "dedicated", "operator": "In", "values": ["kafka"]}),
         json!({"key": "disk", "operator": "Exists"}),
     ]);
     (
@@ -261,7 +261,7 @@ proptest! {
     #[test]
     fn injection_applies_is_valid_idempotent_and_loses_nothing(pod in pod()) {
         let policy = common::policy();
-        let injector = Injector::new(&policy);
+        let injector = Injector::new(std::sync::Arc::new(policy.clone()));
         let out = injector.inject(&pod, Context::POD).expect("generated pods are readable");
         match &out.decision {
             Decision::Inject => {}
@@ -288,7 +288,7 @@ proptest! {
     #[test]
     fn template_then_admission_is_idempotent(pod in pod()) {
         let policy = common::policy();
-        let injector = Injector::new(&policy);
+        let injector = Injector::new(std::sync::Arc::new(policy.clone()));
         let mut template = pod.clone();
         let out = injector.inject(&template, Context::TEMPLATE).expect("readable");
         apply_patch(&mut template, &out.patch).map_err(TestCaseError::fail)?;
@@ -302,7 +302,7 @@ proptest! {
     #[test]
     fn arbitrary_json_never_panics(v in arbitrary_json()) {
         let policy = common::policy();
-        let injector = Injector::new(&policy);
+        let injector = Injector::new(std::sync::Arc::new(policy.clone()));
         let _ = injector.inject(&v, Context::POD);
         let _ = injector.inject_json(&v.to_string(), Context::POD);
     }
@@ -368,7 +368,7 @@ fn the_loss_checker_can_fail() {
 fn generated_pods_mostly_get_injected() {
     use proptest::strategy::ValueTree;
     let policy = common::policy();
-    let injector = Injector::new(&policy);
+    let injector = Injector::new(std::sync::Arc::new(policy.clone()));
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let injected = (0..200)
         .filter(|_| {

@@ -13,11 +13,7 @@ use super::{PatchOp, Piece, Plan};
 
 /// Ensures the identity labels. `kpool.io/*` labels are kpool's own, so they are always
 /// set to the policy's values.
-pub(super) fn labels(
-    plan: &mut Plan<'_, '_>,
-    meta: &MetaView<'_>,
-    id: Option<&BrokerIdentity<'_>>,
-) {
+pub(super) fn labels(plan: &mut Plan<'_>, meta: &MetaView<'_>, id: Option<&BrokerIdentity<'_>>) {
     let cluster = plan.injector.policy.spec().cluster.as_str();
     let mut want: Vec<(&str, String)> = vec![(CLUSTER_LABEL, cluster.to_owned())];
     if let Some(id) = id {
@@ -98,13 +94,13 @@ impl Want<'_> {
 /// Ensures the broker container's env: identity, advertised listener, and the probe's
 /// downward-API variables.
 pub(super) fn env(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     spec: &SpecView<'_>,
     broker: usize,
     id: Option<&BrokerIdentity<'_>>,
 ) {
     let injector = plan.injector;
-    let policy = injector.policy;
+    let policy = &*injector.policy;
     let p = policy.spec();
     fn value(piece: Piece, name: &str, v: String) -> Want<'_> {
         Want {

@@ -14,6 +14,7 @@ mod sidecar;
 mod status;
 
 use std::fmt;
+use std::sync::Arc;
 
 use kpool_policy::{BrokerIdentity, IdentityError, OrdinalError, POD_INDEX_LABEL, Policy};
 use serde_json::Value;
@@ -269,25 +270,25 @@ impl Outcome {
 
 /// The engine, with everything that depends only on the policy built once.
 #[derive(Debug)]
-pub struct Injector<'p> {
-    policy: &'p Policy,
+pub struct Injector {
+    policy: Arc<Policy>,
     fixed: probe::Fixed,
     scheduling: scheduling::Fixed,
 }
 
-impl<'p> Injector<'p> {
+impl Injector {
     /// Prepares the engine for `policy`.
-    pub fn new(policy: &'p Policy) -> Self {
+    pub fn new(policy: Arc<Policy>) -> Self {
         Self {
+            fixed: probe::Fixed::new(&policy),
+            scheduling: scheduling::Fixed::new(&policy),
             policy,
-            fixed: probe::Fixed::new(policy),
-            scheduling: scheduling::Fixed::new(policy),
         }
     }
 
     /// The policy in use.
-    pub fn policy(&self) -> &'p Policy {
-        self.policy
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Injects into a pod given as JSON text (the fast path: only the fields the engine
@@ -305,7 +306,7 @@ impl<'p> Injector<'p> {
 
     /// The decision for a pod view.
     pub fn plan(&self, pod: &PodView<'_>, ctx: Context<'_>) -> Outcome {
-        let policy = self.policy;
+        let policy = &*self.policy;
         let spec = policy.spec();
         let meta = &pod.metadata;
 
@@ -411,8 +412,8 @@ impl<'p> Injector<'p> {
 }
 
 /// Working state while building one pod's patch.
-struct Plan<'e, 'p> {
-    injector: &'e Injector<'p>,
+struct Plan<'e> {
+    injector: &'e Injector,
     /// The status annotation kpool left on an earlier pass, if any.
     previous: Option<&'e Status>,
     ops: Vec<PatchOp>,
@@ -422,7 +423,7 @@ struct Plan<'e, 'p> {
     owned_volumes: Vec<String>,
 }
 
-impl Plan<'_, '_> {
+impl Plan<'_> {
     fn build(
         &mut self,
         pod: &PodView<'_>,

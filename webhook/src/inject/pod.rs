@@ -32,6 +32,21 @@ pub struct MetaView<'a> {
     pub labels: Option<Pairs<'a>>,
     #[serde(borrow, default)]
     pub annotations: Option<Pairs<'a>>,
+    #[serde(borrow, default)]
+    pub uid: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub owner_references: Option<Vec<OwnerView<'a>>>,
+}
+
+/// An owner reference.
+#[derive(Debug, Default, Deserialize)]
+pub struct OwnerView<'a> {
+    #[serde(borrow, default)]
+    pub kind: Str<'a>,
+    #[serde(borrow, default)]
+    pub name: Str<'a>,
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 /// The pod spec.
@@ -50,6 +65,10 @@ pub struct SpecView<'a> {
     pub affinity: Option<Value>,
     #[serde(default)]
     pub topology_spread_constraints: Option<Vec<Value>>,
+    #[serde(borrow, default)]
+    pub service_account_name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub node_selector: Option<Pairs<'a>>,
 }
 
 /// A container.

@@ -83,7 +83,7 @@ impl Fixed {
 /// Refuses pods that already use kpool's names for something else; returns what to do with
 /// the probe volume.
 pub(super) fn check_clashes(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     spec: &SpecView<'_>,
     broker: usize,
 ) -> Result<Action, DenyReason> {
@@ -134,7 +134,7 @@ pub(super) fn check_clashes(
 }
 
 /// Ensures the init container that copies `kpool-probe` into the pod.
-pub(super) fn installer(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
+pub(super) fn installer(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
     let installer = &plan.injector.fixed.installer;
     match find_container(spec, INSTALLER_NAME) {
         None => {
@@ -159,7 +159,7 @@ pub(super) fn installer(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
 }
 
 /// Ensures the broker container mounts `kpool-probe` and its readiness probe runs it.
-pub(super) fn mount_and_probe(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>, broker: usize) {
+pub(super) fn mount_and_probe(plan: &mut Plan<'_>, spec: &SpecView<'_>, broker: usize) {
     let container = &spec.containers.as_deref().unwrap_or_default()[broker];
     let base = format!("/spec/containers/{broker}");
     let fixed = &plan.injector.fixed;

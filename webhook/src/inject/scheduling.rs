@@ -58,7 +58,7 @@ impl Fixed {
 }
 
 /// Ensures the pod tolerates the pool taint (an existing matching toleration is enough).
-pub(super) fn toleration(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
+pub(super) fn toleration(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
     let taint = &plan.injector.policy.spec().pool.taint;
     let existing = spec.tolerations.as_deref().unwrap_or_default();
     if existing.iter().any(|t| taint.is_tolerated_by(t)) {
@@ -77,11 +77,7 @@ pub(super) fn toleration(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
 /// Ensures required node affinity to the pool (and, for a pod, to its zone) in every node
 /// selector term, and the one-broker-per-node anti-affinity. User terms are kept: kpool's
 /// expressions are ANDed into each existing term, by targeted operations.
-pub(super) fn affinity(
-    plan: &mut Plan<'_, '_>,
-    spec: &SpecView<'_>,
-    id: Option<&BrokerIdentity<'_>>,
-) {
+pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&BrokerIdentity<'_>>) {
     let fixed = &plan.injector.scheduling;
     let zone_expr = id.map(|id| {
         json!({
@@ -167,7 +163,7 @@ pub(super) fn affinity(
 /// holding something other than an object (or, last, an array) counts as missing and is
 /// replaced.
 fn add_nested(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     piece: Piece,
     affinity: Option<&Value>,
     segs: &[&str],
@@ -209,7 +205,7 @@ fn add_nested(
 
 /// Ensures a topology spread constraint over zones, unless the pod already spreads over
 /// the zone key (the user's constraint wins).
-pub(super) fn spread(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>) {
+pub(super) fn spread(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
     let zone_key = &plan.injector.policy.spec().pool.zone_label;
     let existing = spec
         .topology_spread_constraints

@@ -37,12 +37,12 @@ impl Vars for TemplateVars<'_> {
 }
 
 pub(super) fn prepare(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     spec: &SpecView<'_>,
     id: Option<&BrokerIdentity<'_>>,
     namespace: &str,
 ) -> Result<SidecarPlan, DenyReason> {
-    let policy = plan.injector.policy;
+    let policy = &*plan.injector.policy;
     let template_vars;
     let vars: &dyn Vars = match id {
         Some(id) => id,
@@ -149,7 +149,7 @@ pub(super) fn find_container(spec: &SpecView<'_>, name: &str) -> Option<(&'stati
 
 /// Emits the volume operations: the sidecar's volumes and the probe binary volume.
 pub(super) fn apply_volumes(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     spec: &SpecView<'_>,
     sidecar: &SidecarPlan,
     bin_volume: Action,
@@ -177,7 +177,7 @@ pub(super) fn apply_volumes(
 }
 
 /// Emits the sidecar container operation.
-pub(super) fn apply_container(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>, sidecar: SidecarPlan) {
+pub(super) fn apply_container(plan: &mut Plan<'_>, spec: &SpecView<'_>, sidecar: SidecarPlan) {
     match sidecar.container {
         Some(Action::Append(c)) => {
             let op = if plan.injector.policy.spec().sidecar.native {
@@ -203,7 +203,7 @@ pub(super) fn apply_container(plan: &mut Plan<'_, '_>, spec: &SpecView<'_>, side
 }
 
 /// True when an earlier operation of this plan created `spec.initContainers`.
-fn plan_added_init(plan: &Plan<'_, '_>) -> bool {
+fn plan_added_init(plan: &Plan<'_>) -> bool {
     plan.ops
         .iter()
         .any(|op| op.path() == "/spec/initContainers")
@@ -226,7 +226,7 @@ pub(super) fn array(items: &[RawJson]) -> RawJson {
 
 /// Appends `items` to the array at `path`, creating it when the pod has none.
 pub(super) fn append_all(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     piece: Piece,
     path: &str,
     exists: bool,

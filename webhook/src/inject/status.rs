@@ -36,7 +36,7 @@ impl Status {
 
 /// Ensures the status annotation describes this pass.
 pub(super) fn annotation(
-    plan: &mut Plan<'_, '_>,
+    plan: &mut Plan<'_>,
     meta: &MetaView<'_>,
     id: Option<&BrokerIdentity<'_>>,
 ) {

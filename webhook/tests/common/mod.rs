@@ -38,7 +38,7 @@ pub fn policy_with(replace: &str, by: &str) -> Policy {
 
 /// Runs the engine and applies its patch; returns the outcome and the patched pod.
 pub fn inject(policy: &Policy, pod: &Value, ctx: Context<'_>) -> (Outcome, Value) {
-    let outcome = Injector::new(policy)
+    let outcome = Injector::new(std::sync::Arc::new(policy.clone()))
         .inject(pod, ctx)
         .expect("pod is readable");
     let mut patched = pod.clone();

@@ -1,0 +1,408 @@
+//! The HTTP face: AdmissionReview in, AdmissionReview out, one audit line and one metric
+//! sample per request. `handle` is synchronous and socket-free so tests drive it directly;
+//! `router` wraps it in axum for the server and for tower `oneshot` tests.
+
+pub mod review;
+mod router;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kpool_policy::Policy;
+use kpool_policy::audit::{AdmissionFacts, AuditRecord, Subject, now_rfc3339};
+use kpool_policy::model::Mode;
+
+pub use router::{AppState, MAX_BODY_BYTES, ops_router, router};
+
+use crate::audit::AuditLog;
+use crate::guard::{self, Verdict};
+use crate::inject::{Context, Decision, Injector, PodView, Target};
+use crate::metrics::{EndpointLabel, Metrics, RequestLabels};
+use review::{Answer, RequestIn, ReviewError};
+
+/// Which webhook was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    /// The metric and audit label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutate => "mutate",
+            Self::Validate => "validate",
+        }
+    }
+}
+
+/// An HTTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// What one request decided, before encoding.
+struct Decided {
+    answer: Answer,
+    decision: &'static str,
+    reason_code: &'static str,
+    reason: String,
+    action: &'static str,
+    subject: Subject,
+    patch_ops: usize,
+}
+
+impl Decided {
+    fn allow(decision: &'static str, reason_code: &'static str, reason: String) -> Self {
+        Self {
+            answer: Answer {
+                allowed: true,
+                ..Answer::default()
+            },
+            decision,
+            reason_code,
+            reason,
+            action: "admitted",
+            subject: Subject::default(),
+            patch_ops: 0,
+        }
+    }
+
+    fn reject(code: u16, reason_code: &'static str, reason: String) -> Self {
+        Self {
+            answer: Answer {
+                allowed: false,
+                status: Some((code, reason.clone())),
+                ..Answer::default()
+            },
+            decision: "error",
+            reason_code,
+            reason,
+            action: "rejected",
+            subject: Subject::default(),
+            patch_ops: 0,
+        }
+    }
+}
+
+/// Answers admission requests with the policy's engine and guard.
+#[derive(Debug)]
+pub struct Admission {
+    injector: Injector,
+    metrics: Arc<Metrics>,
+    audit: AuditLog,
+}
+
+impl Admission {
+    /// Builds the handler.
+    pub fn new(policy: Arc<Policy>, metrics: Arc<Metrics>, audit: AuditLog) -> Self {
+        Self {
+            injector: Injector::new(policy),
+            metrics,
+            audit,
+        }
+    }
+
+    /// The policy in use.
+    pub fn policy(&self) -> &Policy {
+        self.injector.policy()
+    }
+
+    /// The audit log (flushed at shutdown).
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Answers one request body. Never panics on bad input: a body that is not an
+    /// AdmissionReview gets a 400 with the reason; anything with a request uid gets an
+    /// AdmissionReview answer.
+    pub fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Reply {
+        let start = Instant::now();
+        let (reply, decided, facts) = match review::decode(body) {
+            Err(e) => {
+                let decided = Decided::reject(400, review_error_code(&e), e.to_string());
+                let reply = Reply {
+                    status: 400,
+                    content_type: "text/plain; charset=utf-8",
+                    body: format!("kpool: {e}\n").into_bytes(),
+                };
+                (reply, decided, None)
+            }
+            Ok(req) => {
+                let mut decided = match endpoint {
+                    Endpoint::Mutate => self.mutate(&req),
+                    Endpoint::Validate => self.validate(&req),
+                };
+                if decided.subject.name.is_empty() {
+                    decided.subject.name = req.name.as_deref().unwrap_or_default().to_owned();
+                }
+                if decided.subject.namespace.is_empty() {
+                    decided.subject.namespace =
+                        req.namespace.as_deref().unwrap_or_default().to_owned();
+                }
+                let uid = req.uid.as_deref().unwrap_or_default();
+                let reply = Reply {
+                    status: 200,
+                    content_type: "application/json",
+                    body: review::encode(uid, &decided.answer),
+                };
+                let facts = AdmissionFacts {
+                    request_uid: uid.to_owned(),
+                    endpoint: endpoint.as_str(),
+                    user: req
+                        .user_info
+                        .as_ref()
+                        .and_then(|u| u.username.as_deref())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    operation: req.operation.as_deref().unwrap_or_default().to_owned(),
+                    dry_run: req.dry_run.unwrap_or(false),
+                    kind: req
+                        .kind
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    patch_ops: decided.patch_ops,
+                    latency_us: 0,
+                };
+                (reply, decided, Some(facts))
+            }
+        };
+        let elapsed = start.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str(),
+                decision: decided.decision,
+                reason: decided.reason_code,
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&EndpointLabel {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let policy = self.injector.policy();
+        let mut facts = facts.unwrap_or_else(|| AdmissionFacts {
+            endpoint: endpoint.as_str(),
+            ..AdmissionFacts::default()
+        });
+        facts.latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.audit.record(&AuditRecord {
+            time: now_rfc3339(),
+            component: "webhook",
+            decision: decided.decision.to_owned(),
+            subject: decided.subject,
+            reason: decided.reason,
+            reason_code: decided.reason_code.to_owned(),
+            policy_hash: policy.hash().to_owned(),
+            action: decided.action.to_owned(),
+            mode: mode_str(policy.spec().mode),
+            admission: Some(facts),
+        });
+        reply
+    }
+
+    fn mutate(&self, req: &RequestIn<'_>) -> Decided {
+        let kind = req.kind.as_ref();
+        if !kind.is_some_and(|k| k.is_pod()) {
+            let what = kind.map_or_else(|| "no kind".to_owned(), ToString::to_string);
+            let mut d = Decided::allow(
+                "skip",
+                "unsupported-kind",
+                format!("kind {what}: kpool mutates only v1 Pods"),
+            );
+            d.answer.status = Some((200, format!("kpool: {}", d.reason)));
+            return d;
+        }
+        let operation = req.operation.as_deref().unwrap_or_default();
+        let Some(object) = req.object else {
+            return Decided::reject(400, "no-object", "request.object: missing".to_owned());
+        };
+        let pod = match PodView::from_json(object.get()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Decided::reject(
+                    400,
+                    "bad-object",
+                    format!(
+                        "request.object is not a readable Pod: {}",
+                        prefixed(&e.to_string())
+                    ),
+                );
+            }
+        };
+        let subject = subject_of(&pod, req);
+        if operation != "CREATE" {
+            let mut d = Decided::allow(
+                "skip",
+                "not-create",
+                format!("operation {operation}: kpool mutates pods on CREATE only"),
+            );
+            d.subject = subject;
+            return d;
+        }
+        let ctx = Context {
+            namespace: req.namespace.as_deref(),
+            target: Target::Pod,
+        };
+        let outcome = self.injector.plan(&pod, ctx);
+        let audit_mode = self.policy().spec().mode == Mode::Audit;
+        let mut d = match &outcome.decision {
+            Decision::Inject => {
+                let mut d = Decided::allow("inject", "injected", String::new());
+                d.answer.patch = Some(outcome.patch_json());
+                d.patch_ops = outcome.patch.len();
+                d.action = "patched";
+                d.reason = outcome
+                    .changed
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                d
+            }
+            Decision::AlreadyInjected => {
+                Decided::allow("already-injected", "already-injected", String::new())
+            }
+            Decision::Skip(r) => Decided::allow("skip", r.code(), r.to_string()),
+            Decision::Deny(r) if audit_mode => {
+                let mut d = Decided::allow("deny", r.code(), r.to_string());
+                d.action = "admitted-audit-mode";
+                d.answer
+                    .warnings
+                    .push(format!("kpool (audit mode, not enforced): {r}"));
+                d
+            }
+            Decision::Deny(r) => {
+                let mut d = Decided::reject(403, r.code(), r.to_string());
+                d.decision = "deny";
+                d.action = "denied";
+                d.answer.status = Some((403, format!("kpool: {r}")));
+                d
+            }
+        };
+        for note in &outcome.notes {
+            d.answer.warnings.push(format!("kpool: {note}"));
+        }
+        d.subject = subject;
+        d
+    }
+
+    fn validate(&self, req: &RequestIn<'_>) -> Decided {
+        if !req.kind.as_ref().is_some_and(|k| k.is_pod()) {
+            return Decided::allow(
+                "allow",
+                "unsupported-kind",
+                "kpool guards only v1 Pods".to_owned(),
+            );
+        }
+        let operation = req.operation.as_deref().unwrap_or_default();
+        if !matches!(operation, "CREATE" | "UPDATE") {
+            return Decided::allow(
+                "allow",
+                "not-create-or-update",
+                format!("operation {operation}: the pool guard checks CREATE and UPDATE"),
+            );
+        }
+        let Some(object) = req.object else {
+            return Decided::reject(400, "no-object", "request.object: missing".to_owned());
+        };
+        let pod = match PodView::from_json(object.get()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Decided::reject(
+                    400,
+                    "bad-object",
+                    format!(
+                        "request.object is not a readable Pod: {}",
+                        prefixed(&e.to_string())
+                    ),
+                );
+            }
+        };
+        let namespace = req
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(pod.metadata.namespace.as_deref())
+            .unwrap_or("default");
+        let subject = subject_of(&pod, req);
+        let mut d = match guard::check(self.policy(), &pod, namespace) {
+            Verdict::Allow(a) => Decided::allow("allow", a.code(), a.to_string()),
+            Verdict::Violation(v) if self.policy().spec().mode == Mode::Audit => {
+                let mut d = Decided::allow("violation", v.rule, v.message.clone());
+                d.action = "admitted-audit-mode";
+                d.answer
+                    .warnings
+                    .push(format!("{} (audit mode, not enforced)", v.message));
+                d
+            }
+            Verdict::Violation(v) => {
+                let mut d = Decided::reject(403, v.rule, v.message.clone());
+                d.decision = "violation";
+                d.action = "denied";
+                d
+            }
+        };
+        d.subject = subject;
+        d
+    }
+
+    /// Records metrics around one request (in-flight gauge).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+fn prefixed(e: &str) -> String {
+    // PodError paths are relative to the object.
+    match e.strip_prefix(".: ") {
+        Some(rest) => rest.to_owned(),
+        None => format!("request.object.{e}"),
+    }
+}
+
+fn subject_of(pod: &PodView<'_>, req: &RequestIn<'_>) -> Subject {
+    let meta = &pod.metadata;
+    let name = meta
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .or_else(|| meta.generate_name.as_deref().map(|g| format!("{g}*")))
+        .or_else(|| req.name.as_deref().map(str::to_owned))
+        .unwrap_or_default();
+    Subject {
+        namespace: req
+            .namespace
+            .as_deref()
+            .or(meta.namespace.as_deref())
+            .unwrap_or_default()
+            .to_owned(),
+        name,
+        uid: meta.uid.as_deref().unwrap_or_default().to_owned(),
+    }
+}
+
+fn review_error_code(e: &ReviewError) -> &'static str {
+    match e {
+        ReviewError::Json(_) => "malformed-json",
+        ReviewError::ApiVersion(_) => "wrong-api-version",
+        ReviewError::Kind(_) => "wrong-kind",
+        ReviewError::NoRequest => "no-request",
+        ReviewError::NoUid => "no-uid",
+    }
+}
+
+fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "enforce",
+        Mode::Audit => "audit",
+    }
+}

@@ -1,0 +1,260 @@
+//! The audit log: one JSON line per decision, to stdout or to a file (appended, flushed per
+//! line, rotated by size keeping N files). A writer thread does the I/O so a slow or full
+//! disk never delays an admission answer; failures are counted and logged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use kpool_policy::audit::AuditRecord;
+
+use crate::metrics::Metrics;
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File {
+        path: PathBuf,
+        /// Rotate when the file would exceed this many bytes.
+        max_bytes: u64,
+        /// Rotated files kept (`path.1` .. `path.N`).
+        max_files: u32,
+    },
+}
+
+enum Msg {
+    Line(String),
+    Sync(SyncSender<()>),
+}
+
+/// Lines queued before the request path starts dropping (and counting) them.
+const QUEUE: usize = 8192;
+
+/// Handle to the audit writer.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: SyncSender<Msg>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditLog {
+    /// Starts the writer thread. A file target is opened (and its directory checked) here,
+    /// so a bad path fails at startup.
+    pub fn start(target: AuditTarget, metrics: Arc<Metrics>) -> io::Result<Self> {
+        let sink = match &target {
+            AuditTarget::Stdout => Sink::Stdout,
+            AuditTarget::File {
+                path,
+                max_bytes,
+                max_files,
+            } => Sink::File(RotatingFile::open(path, *max_bytes, *max_files)?),
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let m = metrics.clone();
+        std::thread::Builder::new()
+            .name("kpool-audit".to_owned())
+            .spawn(move || writer(rx, sink, &m))?;
+        Ok(Self { tx, metrics })
+    }
+
+    /// Queues one record. Never blocks: if the writer is behind, the line is dropped and
+    /// counted.
+    pub fn record(&self, record: &AuditRecord) {
+        match self.tx.try_send(Msg::Line(record.to_line())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.audit_dropped.inc();
+                tracing::error!("audit writer is behind; an audit line was dropped");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.audit_failures.inc();
+                tracing::error!("audit writer has stopped; an audit line was lost");
+            }
+        }
+    }
+
+    /// Waits until every line queued so far is written (at shutdown, and in tests).
+    pub fn sync(&self) {
+        let (ack_tx, ack_rx) = sync_channel(1);
+        if self.tx.send(Msg::Sync(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+    }
+}
+
+enum Sink {
+    Stdout,
+    File(RotatingFile),
+}
+
+fn writer(rx: Receiver<Msg>, mut sink: Sink, metrics: &Metrics) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Line(line) => {
+                let result = match &mut sink {
+                    Sink::Stdout => {
+                        let mut out = io::stdout().lock();
+                        out.write_all(line.as_bytes()).and_then(|()| out.flush())
+                    }
+                    Sink::File(f) => f.write_line(line.as_bytes()),
+                };
+                if let Err(e) = result {
+                    metrics.audit_failures.inc();
+                    tracing::error!(error = %e, "cannot write audit line");
+                }
+            }
+            Msg::Sync(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+/// An append-only file rotated by size: `path` → `path.1` → ... → `path.N` (dropped).
+#[derive(Debug)]
+struct RotatingFile {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_bytes: u64,
+    max_files: u32,
+}
+
+impl RotatingFile {
+    fn open(path: &Path, max_bytes: u64, max_files: u32) -> io::Result<Self> {
+        let file = open_append(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open audit log {}: {e}", path.display()),
+            )
+        })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path: path.to_owned(),
+            file: Some(file),
+            size,
+            max_bytes: max_bytes.max(1),
+            max_files,
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        if self.file.is_none() {
+            // An earlier failure closed it (disk full, file removed): try again.
+            let f = open_append(&self.path)?;
+            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            self.file = Some(f);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("audit log is not open"));
+        };
+        let result = file.write_all(line).and_then(|()| file.flush());
+        match result {
+            Ok(()) => {
+                self.size += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.file = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let _ = std::fs::remove_file(numbered(self.max_files));
+            for n in (1..self.max_files).rev() {
+                let from = numbered(n);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1))?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> AuditRecord {
+        AuditRecord {
+            time: format!("t{i}"),
+            component: "webhook",
+            decision: "inject".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn file_lines_are_appended_and_rotated_keeping_n_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        let metrics = Arc::new(Metrics::new());
+        let line_len = record(0).to_line().len() as u64;
+        let log = AuditLog::start(
+            AuditTarget::File {
+                path: path.clone(),
+                max_bytes: line_len * 3,
+                max_files: 2,
+            },
+            metrics.clone(),
+        )
+        .expect("starts");
+        for i in 0..10 {
+            log.record(&record(i));
+        }
+        log.sync();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let current = read(&path);
+        let one = read(&dir.path().join("audit.jsonl.1"));
+        let two = read(&dir.path().join("audit.jsonl.2"));
+        assert!(!dir.path().join("audit.jsonl.3").exists());
+        assert_eq!(current.lines().count(), 1, "{current}");
+        assert_eq!(one.lines().count(), 3);
+        assert_eq!(two.lines().count(), 3);
+        // Newest last: t9 in the current file, t6..t8 in .1, t3..t5 in .2
+        assert!(current.contains("\"t9\""));
+        assert!(one.contains("\"t6\"") && one.contains("\"t8\""));
+        assert!(two.contains("\"t3\""));
+        for l in current.lines().chain(one.lines()).chain(two.lines()) {
+            let _: serde_json::Value = serde_json::from_str(l).expect("every line is JSON");
+        }
+        assert_eq!(metrics.audit_failures.get(), 0);
+    }
+
+    #[test]
+    fn unwritable_path_fails_at_start() {
+        let err = AuditLog::start(
+            AuditTarget::File {
+                path: PathBuf::from("/nonexistent-dir/audit.jsonl"),
+                max_bytes: 1024,
+                max_files: 1,
+            },
+            Arc::new(Metrics::new()),
+        )
+        .expect_err("no such directory");
+        assert!(
+            err.to_string().contains("/nonexistent-dir/audit.jsonl"),
+            "{err}"
+        );
+    }
+}
