@@ -1,1 +1,26 @@
-//! placeholder, replaced by the certs helper
+//! kpool-certs: the certificates of kpool's webhook and agent.
+//!
+//! - [`generate`]: an ECDSA P-256 CA and serving certificates for a Service (rcgen).
+//! - [`create`]: the idempotent `create` command over a directory.
+//! - [`inspect`]: facts about certificates, and chain verification with rustls' webpki.
+//! - [`tls`]: a rustls `ServerConfig` with a certificate resolver that hot-reloads files,
+//!   and a watcher for Kubernetes Secret volumes; used by the webhook and the agent.
+//! - [`cluster`]: the serving Secret and the webhook configurations' `caBundle`, by
+//!   server-side apply.
+//! - [`rotate`]: zero-downtime CA rotation as a re-runnable state machine.
+//! - [`pemio`]: PEM parsing and atomic file writes (keys 0600).
+
+mod error;
+
+pub mod cluster;
+pub mod create;
+pub mod generate;
+pub mod inspect;
+pub mod pemio;
+pub mod rotate;
+pub mod tls;
+
+pub use error::CertError;
+
+/// The field manager of every server-side apply kpool-certs makes.
+pub const FIELD_MANAGER: &str = "kpool-certs";

@@ -252,7 +252,8 @@ pub struct Readiness {
     pub failure_threshold: u32,
     #[serde(default)]
     pub initial_delay_seconds: u32,
-    /// Image holding `kpool-probe`; an init container copies it into the pod.
+    /// Image holding `/usr/local/bin/kpool-probe` (kpool's image holds every kpool binary);
+    /// an init container copies it into the pod.
     #[serde(default = "default_probe_image")]
     pub probe_image: String,
 }
@@ -283,7 +284,7 @@ fn default_failure_threshold() -> u32 {
     3
 }
 fn default_probe_image() -> String {
-    concat!("ghcr.io/kpool/kpool-agent:", env!("CARGO_PKG_VERSION")).to_owned()
+    concat!("ghcr.io/kpool/kpool:", env!("CARGO_PKG_VERSION")).to_owned()
 }
 
 /// Names of the env vars that carry the broker's identity into the broker container.

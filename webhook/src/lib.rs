@@ -7,3 +7,4 @@ pub mod guard;
 pub mod inject;
 pub mod metrics;
 pub mod offline;
+pub mod server;

@@ -37,6 +37,13 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the admission webhook: POST /mutate and /validate over HTTPS; /healthz, /readyz
+    /// and /metrics over plain HTTP on --metrics-listen.
+    ///
+    /// Certificates are re-read when their files change (Kubernetes Secret volumes included);
+    /// a bad pair is refused and the previous one keeps serving. On SIGTERM, /readyz turns
+    /// false, in-flight requests finish, then the process exits.
+    Serve(ServeArgs),
     /// Inject manifests offline and print the result, like `istioctl kube-inject`.
     ///
     /// Reads multi-document YAML (or JSON). Pods are injected as the webhook would at
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve(args) => serve::run(args),
         Command::Inject {
             file,
             policy,
@@ -106,6 +114,183 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", report.to_yaml()?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address of the admission (HTTPS) listener.
+    #[arg(long, env = "KPOOL_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: std::net::SocketAddr,
+    /// Serving certificate (PEM, leaf first); required unless --self-signed.
+    #[arg(
+        long,
+        env = "KPOOL_TLS_CERT",
+        required_unless_present = "self_signed",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "KPOOL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Local run: create a CA and a serving certificate for localhost in DIR (kept if still
+    /// valid), serve with them, and print a curl command that posts an example review.
+    #[arg(long, env = "KPOOL_SELF_SIGNED", value_name = "DIR", conflicts_with_all = ["tls_cert", "tls_key"])]
+    self_signed: Option<PathBuf>,
+    /// Pool policy file; without it the built-in default (examples/policy.yaml).
+    #[arg(long, env = "KPOOL_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, env = "KPOOL_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: std::net::SocketAddr,
+    /// Audit log: `-` for stdout, or a file (appended, flushed per line, rotated by size).
+    #[arg(
+        long,
+        env = "KPOOL_AUDIT_LOG",
+        default_value = "-",
+        value_name = "PATH|-"
+    )]
+    audit_log: String,
+    /// Rotate the audit log file when it reaches this many MiB.
+    #[arg(long, env = "KPOOL_AUDIT_LOG_MAX_SIZE_MIB", default_value_t = 100)]
+    audit_log_max_size_mib: u64,
+    /// Rotated audit log files to keep.
+    #[arg(long, env = "KPOOL_AUDIT_LOG_MAX_FILES", default_value_t = 5)]
+    audit_log_max_files: u32,
+    /// Admission requests answered at once; more wait their turn.
+    #[arg(long, env = "KPOOL_MAX_CONCURRENCY", default_value_t = 64)]
+    max_concurrency: usize,
+    /// A client must send its request headers within this time (e.g. 10s, 500ms).
+    #[arg(long, env = "KPOOL_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = serve::parse_duration)]
+    header_read_timeout: std::time::Duration,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "KPOOL_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = serve::parse_duration)]
+    cert_reload_interval: std::time::Duration,
+    /// At shutdown, how long /readyz reports not-ready before the listener closes.
+    #[arg(long, env = "KPOOL_SHUTDOWN_DELAY", default_value = "5s", value_parser = serve::parse_duration)]
+    shutdown_delay: std::time::Duration,
+    /// At shutdown, how long in-flight requests may take to finish.
+    #[arg(long, env = "KPOOL_SHUTDOWN_GRACE", default_value = "20s", value_parser = serve::parse_duration)]
+    shutdown_grace: std::time::Duration,
+}
+
+mod serve {
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use kpool_policy::Policy;
+    use kpool_webhook::audit::AuditTarget;
+    use kpool_webhook::server::{ServeConfig, start};
+
+    use super::ServeArgs;
+
+    /// The example AdmissionReview `--self-signed` writes for the printed curl command.
+    const EXAMPLE_REVIEW: &str =
+        include_str!("../../tests/fixtures/admission/000-create-kafka-0.json");
+
+    /// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
+    pub fn parse_duration(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+            Some(i) => s.split_at(i),
+            None => (s, "s"),
+        };
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("expected a duration like 10s or 500ms, found {s:?}"))?;
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s or m)")),
+        };
+        Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    }
+
+    pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+        let policy = Arc::new(match &args.policy {
+            Some(path) => Policy::from_file(path)?,
+            None => Policy::builtin()?,
+        });
+        let (tls_cert, tls_key) = match (&args.self_signed, args.tls_cert, args.tls_key) {
+            (Some(dir), _, _) => self_signed(dir, args.listen.port())?,
+            (None, Some(c), Some(k)) => (c, k),
+            _ => anyhow::bail!("--tls-cert and --tls-key (or --self-signed DIR) are required"),
+        };
+        let audit = if args.audit_log == "-" {
+            AuditTarget::Stdout
+        } else {
+            AuditTarget::File {
+                path: PathBuf::from(&args.audit_log),
+                max_bytes: args.audit_log_max_size_mib.saturating_mul(1024 * 1024),
+                max_files: args.audit_log_max_files,
+            }
+        };
+        let cfg = ServeConfig {
+            listen: args.listen,
+            metrics_listen: args.metrics_listen,
+            tls_cert,
+            tls_key,
+            policy,
+            audit,
+            max_concurrency: args.max_concurrency,
+            header_read_timeout: args.header_read_timeout,
+            reload_interval: args.cert_reload_interval,
+            shutdown_delay: args.shutdown_delay,
+            shutdown_grace: args.shutdown_grace,
+        };
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        runtime.block_on(async move {
+            let running = start(cfg).await?;
+            wait_for_signal().await;
+            running.shutdown().await;
+            anyhow::Ok(())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    async fn wait_for_signal() {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on interrupt only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+
+    fn self_signed(dir: &Path, port: u16) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let mut opts =
+            kpool_certs::create::CreateOptions::new("kpool-webhook", "kpool-system", dir);
+        opts.dns = vec!["localhost".to_owned()];
+        opts.ips = vec!["127.0.0.1".parse()?, "::1".parse()?];
+        opts.days = 30;
+        opts.ca_days = 30;
+        let report = kpool_certs::create::create(&opts).with_context(|| {
+            format!(
+                "cannot create self-signed certificates in {}",
+                dir.display()
+            )
+        })?;
+        tracing::info!(ca = ?report.ca, serving = ?report.serving, dir = %dir.display(), "self-signed certificates ready");
+        let example = dir.join("example-review.json");
+        std::fs::write(&example, EXAMPLE_REVIEW)
+            .with_context(|| format!("cannot write {}", example.display()))?;
+        eprintln!(
+            "kpool-webhook: self-signed certificates in {dir}; try:\n  curl --cacert {dir}/ca.crt -H 'Content-Type: application/json' --data @{example} https://localhost:{port}/mutate",
+            dir = dir.display(),
+            example = example.display(),
+        );
+        Ok((dir.join("tls.crt"), dir.join("tls.key")))
     }
 }
 

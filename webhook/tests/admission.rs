@@ -336,6 +336,11 @@ async fn oversized_body_is_413_and_wrong_method_405() {
     let big = vec![b' '; kpool_webhook::admission::MAX_BODY_BYTES + 1];
     let (status, _) = h.post("/mutate", big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let lines = h.audit_lines();
+    assert_eq!(
+        lines[0]["reason_code"], "body-too-large",
+        "oversized bodies are audited too"
+    );
     let resp = router(h.state.clone(), 4)
         .oneshot(Request::get("/mutate").body(Body::empty()).expect("req"))
         .await

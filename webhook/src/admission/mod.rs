@@ -172,6 +172,38 @@ impl Admission {
                 (reply, decided, Some(facts))
             }
         };
+        self.finish(endpoint, start, decided, facts);
+        reply
+    }
+
+    /// Answers a body larger than [`MAX_BODY_BYTES`] with 413, audited like any other.
+    pub fn too_large(&self, endpoint: Endpoint) -> Reply {
+        let start = Instant::now();
+        let reason = format!(
+            "request body exceeds {MAX_BODY_BYTES} bytes (the API server never sends more)"
+        );
+        let reply = Reply {
+            status: 413,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("kpool: {reason}\n").into_bytes(),
+        };
+        self.finish(
+            endpoint,
+            start,
+            Decided::reject(413, "body-too-large", reason),
+            None,
+        );
+        reply
+    }
+
+    /// Counts, times and audits one answered request.
+    fn finish(
+        &self,
+        endpoint: Endpoint,
+        start: Instant,
+        decided: Decided,
+        facts: Option<AdmissionFacts>,
+    ) {
         let elapsed = start.elapsed();
         self.metrics
             .requests
@@ -205,7 +237,6 @@ impl Admission {
             mode: mode_str(policy.spec().mode),
             admission: Some(facts),
         });
-        reply
     }
 
     fn mutate(&self, req: &RequestIn<'_>) -> Decided {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,7 +41,7 @@ pub fn router(state: Arc<AppState>, max_concurrency: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::disable())
         .layer(GlobalConcurrencyLimitLayer::new(max_concurrency.max(1)))
         .with_state(state)
 }
@@ -55,25 +55,50 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, Endpoint::Mutate, &body)
+async fn mutate(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    answer(&state, Endpoint::Mutate, body).await
 }
 
-async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, Endpoint::Validate, &body)
+async fn validate(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    answer(&state, Endpoint::Validate, body).await
 }
 
-fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+async fn answer(state: &AppState, endpoint: Endpoint, body: Body) -> Response {
     let in_flight = &state.admission.metrics().in_flight;
     in_flight.inc();
+    // Read the body here rather than with an extractor, so an oversized one is counted and
+    // audited like every other answer.
+    let reply = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => state.admission.handle(endpoint, &bytes),
+        Err(e) if is_length_limit(&e) => state.admission.too_large(endpoint),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read request body");
+            Reply {
+                status: 400,
+                content_type: "text/plain; charset=utf-8",
+                body: format!("kpool: cannot read request body: {e}\n").into_bytes(),
+            }
+        }
+    };
+    in_flight.dec();
     let Reply {
         status,
         content_type,
         body,
-    } = state.admission.handle(endpoint, body);
-    in_flight.dec();
+    } = reply;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

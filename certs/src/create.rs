@@ -1,0 +1,536 @@
+//! `kpool-certs create`: a CA and a serving certificate in a directory, idempotently.
+//!
+//! Re-running keeps valid material and renews only what needs it. The rule is:
+//! - files that cannot be parsed are an error (they may be someone else's; `--force` replaces
+//!   them), but
+//! - material that parses yet cannot be used as is (key does not match, not a CA, expired or
+//!   due for renewal, not signed by the CA, SANs differ from the request) is replaced, and the
+//!   report says why.
+//!
+//! A new CA always brings a new serving certificate. Files are written atomically, keys 0600.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::CertError;
+use crate::generate::{Ca, ServingRequest};
+use crate::inspect::{CertInfo, rfc3339, verify_chain};
+use crate::pemio::{self, Sensitivity};
+use crate::tls::certified_key;
+
+/// File name of the CA certificate.
+pub const CA_CRT: &str = "ca.crt";
+/// File name of the CA key.
+pub const CA_KEY: &str = "ca.key";
+/// File name of the serving certificate.
+pub const TLS_CRT: &str = "tls.crt";
+/// File name of the serving key.
+pub const TLS_KEY: &str = "tls.key";
+
+/// Default serving certificate validity, days.
+pub const DEFAULT_DAYS: u32 = 365;
+/// Default CA validity, days.
+pub const DEFAULT_CA_DAYS: u32 = 3650;
+/// Default renewal threshold: renew when less than a third of the lifetime is left (as
+/// cert-manager does by default).
+pub const DEFAULT_RENEW_FRACTION: f64 = 1.0 / 3.0;
+
+/// What `create` should produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateOptions {
+    /// Service name (the webhook's Service).
+    pub service: String,
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Directory to write `ca.crt`, `ca.key`, `tls.crt`, `tls.key` to (created if missing).
+    pub out_dir: PathBuf,
+    /// Extra DNS SANs.
+    pub dns: Vec<String>,
+    /// IP SANs.
+    pub ips: Vec<IpAddr>,
+    /// Serving certificate validity in days.
+    pub days: u32,
+    /// CA validity in days.
+    pub ca_days: u32,
+    /// Replace everything, whatever is there.
+    pub force: bool,
+    /// Renew a certificate when less than this fraction of its lifetime remains (0 ≤ f < 1).
+    pub renew_fraction: f64,
+}
+
+impl CreateOptions {
+    /// Options with the defaults: no extra SANs, 365 days (CA 3650), renew at 1/3 left.
+    pub fn new(
+        service: impl Into<String>,
+        namespace: impl Into<String>,
+        out_dir: impl Into<PathBuf>,
+    ) -> Self {
+        CreateOptions {
+            service: service.into(),
+            namespace: namespace.into(),
+            out_dir: out_dir.into(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            days: DEFAULT_DAYS,
+            ca_days: DEFAULT_CA_DAYS,
+            force: false,
+            renew_fraction: DEFAULT_RENEW_FRACTION,
+        }
+    }
+
+    /// The serving certificate these options ask for.
+    pub fn serving_request(&self) -> ServingRequest {
+        ServingRequest {
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            dns: self.dns.clone(),
+            ips: self.ips.clone(),
+            days: self.days,
+        }
+    }
+
+    fn validate(&self) -> Result<(), CertError> {
+        self.serving_request().validate()?;
+        if self.ca_days == 0 {
+            return Err(CertError::Invalid(
+                "CA validity must be at least 1 day".to_owned(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.renew_fraction) {
+            return Err(CertError::Invalid(format!(
+                "renew fraction: expected a number in [0, 1), found {}",
+                self.renew_fraction
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one piece of material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    /// Existing material was valid and kept.
+    Kept,
+    /// There was none; it was created.
+    Created,
+    /// Existing material was replaced.
+    Renewed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Action {
+    /// Whether files were written.
+    pub fn wrote(&self) -> bool {
+        !matches!(self, Action::Kept)
+    }
+}
+
+/// The outcome of [`create`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateReport {
+    /// The directory.
+    pub out_dir: PathBuf,
+    /// What happened to `ca.crt`/`ca.key`.
+    pub ca: Action,
+    /// What happened to `tls.crt`/`tls.key`.
+    pub serving: Action,
+    /// The CA now in the directory.
+    pub ca_info: CertInfo,
+    /// The serving certificate now in the directory.
+    pub serving_info: CertInfo,
+}
+
+/// Creates or renews the material in `opts.out_dir` (see the module documentation).
+pub fn create(opts: &CreateOptions) -> Result<CreateReport, CertError> {
+    create_at(opts, OffsetDateTime::now_utc())
+}
+
+/// [`create`] at a given time (for tests and for callers with their own clock).
+pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateReport, CertError> {
+    opts.validate()?;
+    let dir = &opts.out_dir;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let (ca_crt, ca_key, tls_crt, tls_key) = (
+        dir.join(CA_CRT),
+        dir.join(CA_KEY),
+        dir.join(TLS_CRT),
+        dir.join(TLS_KEY),
+    );
+
+    let (ca, ca_action) = if opts.force {
+        let existed = ca_crt.exists() || ca_key.exists() || tls_crt.exists() || tls_key.exists();
+        let action = if existed {
+            renewed("--force")
+        } else {
+            Action::Created
+        };
+        (Ca::generate(opts.ca_days, now)?, action)
+    } else {
+        match existing_ca(&ca_crt, &ca_key, opts.renew_fraction, now)? {
+            Existing::Usable(ca) => (*ca, Action::Kept),
+            Existing::Absent => (Ca::generate(opts.ca_days, now)?, Action::Created),
+            Existing::Replace(reason) => (Ca::generate(opts.ca_days, now)?, renewed(&reason)),
+        }
+    };
+
+    let req = opts.serving_request();
+    let serving_action = match &ca_action {
+        Action::Kept => existing_serving(&tls_crt, &tls_key, &ca, &req, opts.renew_fraction, now)?,
+        Action::Created if !tls_crt.exists() && !tls_key.exists() => Some(Action::Created),
+        // A serving pair without its CA cannot be verified by anyone: replace it.
+        Action::Created => Some(renewed("there was no CA to verify it against")),
+        Action::Renewed { .. } => Some(renewed("the CA was replaced")),
+    };
+
+    if ca_action.wrote() {
+        // Key first: a crash between the two writes leaves a mismatched pair, which the next
+        // run detects and replaces, rather than an old key that silently still "works".
+        pemio::write_atomic(&ca_key, ca.key_pem().as_bytes(), Sensitivity::Secret)?;
+        pemio::write_atomic(&ca_crt, ca.cert_pem().as_bytes(), Sensitivity::Public)?;
+    }
+    let (serving, serving_info) = match serving_action {
+        Some(action) => {
+            let pair = ca.issue_serving(&req, now)?;
+            pemio::write_atomic(&tls_key, pair.key_pem().as_bytes(), Sensitivity::Secret)?;
+            pemio::write_atomic(&tls_crt, pair.cert_pem().as_bytes(), Sensitivity::Public)?;
+            (action, pair.info().clone())
+        }
+        None => {
+            let certs = pemio::parse_certificates(
+                &pemio::origin_of(&tls_crt),
+                &pemio::read_file(&tls_crt)?,
+            )?;
+            (
+                Action::Kept,
+                CertInfo::from_der(&pemio::origin_of(&tls_crt), &certs[0])?,
+            )
+        }
+    };
+    Ok(CreateReport {
+        out_dir: dir.clone(),
+        ca: ca_action,
+        serving,
+        ca_info: ca.info().clone(),
+        serving_info,
+    })
+}
+
+fn renewed(reason: &str) -> Action {
+    Action::Renewed {
+        reason: reason.to_owned(),
+    }
+}
+
+enum Existing {
+    Usable(Box<Ca>),
+    Absent,
+    Replace(String),
+}
+
+/// Why a certificate with these facts must be renewed at `now`, if it must.
+fn lifetime_problem(info: &CertInfo, fraction: f64, now: OffsetDateTime) -> Option<String> {
+    if info.is_expired(now) {
+        return Some(format!("it expired at {}", rfc3339(info.not_after)));
+    }
+    if info.renewal_due(now, fraction) {
+        return Some(format!(
+            "it expires at {}, less than {:.0}% of its lifetime left",
+            rfc3339(info.not_after),
+            fraction * 100.0
+        ));
+    }
+    None
+}
+
+fn existing_ca(
+    crt: &Path,
+    key: &Path,
+    fraction: f64,
+    now: OffsetDateTime,
+) -> Result<Existing, CertError> {
+    let (c, k) = (pemio::read_optional(crt)?, pemio::read_optional(key)?);
+    let (c, k) = match (c, k) {
+        (None, None) => return Ok(Existing::Absent),
+        (Some(_), None) => {
+            return Ok(Existing::Replace(format!(
+                "{} exists without {}",
+                crt.display(),
+                key.display()
+            )));
+        }
+        (None, Some(_)) => {
+            return Ok(Existing::Replace(format!(
+                "{} exists without {}",
+                key.display(),
+                crt.display()
+            )));
+        }
+        (Some(c), Some(k)) => (c, k),
+    };
+    let ca = match Ca::from_pem(&pemio::origin_of(crt), &c, &pemio::origin_of(key), &k) {
+        Ok(ca) => ca,
+        Err(e @ (CertError::KeyMismatch { .. } | CertError::Verify { .. })) => {
+            return Ok(Existing::Replace(e.to_string()));
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(p) = lifetime_problem(ca.info(), fraction, now) {
+        return Ok(Existing::Replace(format!("CA {}: {p}", ca.info().subject)));
+    }
+    Ok(Existing::Usable(Box::new(ca)))
+}
+
+/// `None` when the existing serving pair is kept, else the action that replaces it.
+fn existing_serving(
+    crt: &Path,
+    key: &Path,
+    ca: &Ca,
+    req: &ServingRequest,
+    fraction: f64,
+    now: OffsetDateTime,
+) -> Result<Option<Action>, CertError> {
+    let (c, k) = (pemio::read_optional(crt)?, pemio::read_optional(key)?);
+    let (c, k) = match (c, k) {
+        (None, None) => return Ok(Some(Action::Created)),
+        (Some(_), None) | (None, Some(_)) => {
+            return Ok(Some(renewed("only one of tls.crt and tls.key exists")));
+        }
+        (Some(c), Some(k)) => (c, k),
+    };
+    let (crt_origin, key_origin) = (pemio::origin_of(crt), pemio::origin_of(key));
+    let chain = pemio::parse_certificates(&crt_origin, &c)?;
+    let private = pemio::parse_private_key(&key_origin, &k)?;
+    let info = CertInfo::from_der(&crt_origin, &chain[0])?;
+    match certified_key(&crt_origin, chain.clone(), &key_origin, &private) {
+        Ok(_) => {}
+        Err(e @ CertError::KeyMismatch { .. }) => return Ok(Some(renewed(&e.to_string()))),
+        Err(e) => return Err(e),
+    }
+    if let Some(p) = lifetime_problem(&info, fraction, now) {
+        return Ok(Some(renewed(&format!("serving certificate: {p}"))));
+    }
+    if let Err(e) = verify_chain(
+        &crt_origin,
+        &chain,
+        std::slice::from_ref(ca.cert_der()),
+        None,
+        now,
+    ) {
+        return Ok(Some(renewed(&e.to_string())));
+    }
+    if !req.matches(&info) {
+        return Ok(Some(renewed(&format!(
+            "SANs differ: want DNS {:?} IP {:?}, have DNS {:?} IP {:?}",
+            req.dns_names(),
+            req.ips,
+            info.dns_names,
+            info.ip_addresses
+        ))));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path) -> CreateOptions {
+        CreateOptions::new("kpool-webhook", "kpool-system", dir)
+    }
+
+    fn read(dir: &Path, name: &str) -> Vec<u8> {
+        std::fs::read(dir.join(name)).expect("read")
+    }
+
+    #[test]
+    fn creates_then_keeps_then_renews_when_due() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("out");
+        let now = OffsetDateTime::now_utc();
+        let r = create_at(&opts(&dir), now).expect("create");
+        assert_eq!(
+            (r.ca.clone(), r.serving.clone()),
+            (Action::Created, Action::Created)
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for (f, mode) in [
+                (CA_KEY, 0o600),
+                (TLS_KEY, 0o600),
+                (CA_CRT, 0o644),
+                (TLS_CRT, 0o644),
+            ] {
+                let m = std::fs::metadata(dir.join(f))
+                    .expect("stat")
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                assert_eq!(m, mode, "{f}");
+            }
+        }
+        let before: Vec<Vec<u8>> = [CA_CRT, CA_KEY, TLS_CRT, TLS_KEY]
+            .iter()
+            .map(|f| read(&dir, f))
+            .collect();
+        let again = create_at(&opts(&dir), now + time::Duration::days(30)).expect("again");
+        assert_eq!((again.ca, again.serving), (Action::Kept, Action::Kept));
+        let after: Vec<Vec<u8>> = [CA_CRT, CA_KEY, TLS_CRT, TLS_KEY]
+            .iter()
+            .map(|f| read(&dir, f))
+            .collect();
+        assert_eq!(before, after, "valid material is left byte for byte");
+
+        // 250 of 365 days gone: less than a third left, the leaf (only) is renewed.
+        let later = create_at(&opts(&dir), now + time::Duration::days(250)).expect("later");
+        assert_eq!(later.ca, Action::Kept);
+        assert!(
+            matches!(&later.serving, Action::Renewed { reason } if reason.contains("less than 33%")),
+            "{:?}",
+            later.serving
+        );
+        assert_ne!(read(&dir, TLS_CRT), before[2]);
+        assert_eq!(read(&dir, CA_CRT), before[0]);
+    }
+
+    #[test]
+    fn changed_sans_renew_the_leaf_and_force_renews_everything() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        create(&opts(dir)).expect("create");
+        let ca = read(dir, CA_CRT);
+        let mut o = opts(dir);
+        o.dns = vec!["webhook.example.com".into()];
+        let r = create(&o).expect("sans");
+        assert_eq!(r.ca, Action::Kept);
+        assert!(
+            matches!(&r.serving, Action::Renewed { reason } if reason.contains("SANs differ")),
+            "{:?}",
+            r.serving
+        );
+        assert!(
+            r.serving_info
+                .dns_names
+                .contains(&"webhook.example.com".to_owned())
+        );
+        assert_eq!(read(dir, CA_CRT), ca);
+        o.force = true;
+        let r = create(&o).expect("force");
+        assert_eq!(r.ca, renewed("--force"));
+        assert_ne!(read(dir, CA_CRT), ca);
+    }
+
+    #[test]
+    fn mismatched_or_foreign_material_is_replaced_with_a_reason() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        create(&opts(dir)).expect("create");
+        // A leaf key that belongs to another certificate.
+        let other = tempfile::tempdir().expect("other");
+        create(&opts(other.path())).expect("other create");
+        std::fs::copy(other.path().join(TLS_KEY), dir.join(TLS_KEY)).expect("copy");
+        let r = create(&opts(dir)).expect("mismatch");
+        assert!(
+            matches!(&r.serving, Action::Renewed { reason } if reason.contains("does not match")),
+            "{:?}",
+            r.serving
+        );
+        // A leaf from another CA (with its own key).
+        std::fs::copy(other.path().join(TLS_KEY), dir.join(TLS_KEY)).expect("copy key");
+        std::fs::copy(other.path().join(TLS_CRT), dir.join(TLS_CRT)).expect("copy crt");
+        let r = create(&opts(dir)).expect("foreign");
+        assert!(
+            matches!(&r.serving, Action::Renewed { reason } if reason.contains("does not chain")),
+            "{:?}",
+            r.serving
+        );
+        // A CA key that does not match the CA: the CA and so the leaf are replaced.
+        std::fs::copy(other.path().join(CA_KEY), dir.join(CA_KEY)).expect("copy ca key");
+        let r = create(&opts(dir)).expect("ca mismatch");
+        assert!(
+            matches!(&r.ca, Action::Renewed { reason } if reason.contains("does not match")),
+            "{:?}",
+            r.ca
+        );
+        assert_eq!(r.serving, renewed("the CA was replaced"));
+        verify_chain(
+            "tls.crt",
+            &crate::inspect::read_certificates(&dir.join(TLS_CRT)).expect("leaf"),
+            &crate::inspect::read_certificates(&dir.join(CA_CRT)).expect("ca"),
+            Some("kpool-webhook.kpool-system.svc"),
+            OffsetDateTime::now_utc(),
+        )
+        .expect("new pair verifies");
+    }
+
+    #[test]
+    fn corrupt_files_are_an_error_naming_the_file_unless_forced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        create(&opts(dir)).expect("create");
+        std::fs::write(
+            dir.join(CA_CRT),
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("corrupt");
+        let e = create(&opts(dir)).expect_err("corrupt");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&dir.join(CA_CRT).display().to_string()),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("expected one or more PEM CERTIFICATE blocks, found malformed PEM"),
+            "{msg}"
+        );
+        let mut o = opts(dir);
+        o.force = true;
+        create(&o).expect("force replaces");
+    }
+
+    #[test]
+    fn expired_ca_is_replaced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let now = OffsetDateTime::now_utc();
+        let mut o = opts(dir);
+        o.ca_days = 2;
+        o.days = 1;
+        create_at(&o, now - time::Duration::days(3)).expect("old");
+        let r = create_at(&opts(dir), now).expect("renew");
+        assert!(
+            matches!(&r.ca, Action::Renewed { reason } if reason.contains("expired at")),
+            "{:?}",
+            r.ca
+        );
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut o = opts(tmp.path());
+        o.renew_fraction = 1.5;
+        assert!(
+            create(&o)
+                .expect_err("fraction")
+                .to_string()
+                .contains("[0, 1)")
+        );
+        let o = CreateOptions::new("Web_Hook", "ns", tmp.path());
+        assert!(
+            create(&o)
+                .expect_err("name")
+                .to_string()
+                .contains("expected a DNS label")
+        );
+    }
+}

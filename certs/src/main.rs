@@ -1,0 +1,361 @@
+//! `kpool-certs`: the command line over the kpool-certs library. Every flag can also be set by
+//! an environment variable `KPOOL_CERTS_*` (what the chart's hook Jobs use). Logs go to stderr,
+//! results to stdout.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kpool_certs::create::{self, CreateOptions};
+use kpool_certs::generate::ServingRequest;
+use kpool_certs::rotate::{self, Policy, RotateOptions};
+use kpool_certs::{cluster, inspect, tls};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kpool-certs",
+    version,
+    about = "Certificates for kpool: CA and serving certs, Secret, caBundle, rotation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write ca.crt, ca.key, tls.crt, tls.key to a directory; keeps valid material, renews what is due.
+    Create(CreateArgs),
+    /// Print the facts of certificate (and key) files.
+    Inspect(InspectArgs),
+    /// Create or update the kubernetes.io/tls Secret (with ca.crt) from a directory, by server-side apply.
+    Secret(SecretArgs),
+    /// Set caBundle on the Mutating and Validating webhook configurations of a name.
+    PatchWebhooks(PatchWebhooksArgs),
+    /// Zero-downtime CA rotation and serving certificate renewal, re-runnable after a crash.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args, Debug)]
+struct SanArgs {
+    /// The webhook's Service name.
+    #[arg(long, env = "KPOOL_CERTS_SERVICE")]
+    service: String,
+    /// Extra DNS names (repeat, or comma-separated in the env var).
+    #[arg(long, env = "KPOOL_CERTS_DNS", value_delimiter = ',')]
+    dns: Vec<String>,
+    /// IP addresses (repeat, or comma-separated in the env var).
+    #[arg(long, env = "KPOOL_CERTS_IP", value_delimiter = ',')]
+    ip: Vec<IpAddr>,
+    /// Serving certificate validity, days.
+    #[arg(long, env = "KPOOL_CERTS_DAYS", default_value_t = create::DEFAULT_DAYS)]
+    days: u32,
+    /// CA validity, days.
+    #[arg(long, env = "KPOOL_CERTS_CA_DAYS", default_value_t = create::DEFAULT_CA_DAYS)]
+    ca_days: u32,
+    /// Renew a certificate when less than this fraction of its lifetime is left (`0.25`, `1/3`).
+    #[arg(long, env = "KPOOL_CERTS_RENEW_FRACTION", default_value = "1/3", value_parser = parse_fraction)]
+    renew_fraction: f64,
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    #[command(flatten)]
+    san: SanArgs,
+    /// Namespace of the Service.
+    #[arg(long, env = "KPOOL_CERTS_NAMESPACE")]
+    namespace: String,
+    /// Output directory.
+    #[arg(long, env = "KPOOL_CERTS_OUT")]
+    out: PathBuf,
+    /// Replace all material, valid or not.
+    #[arg(long, env = "KPOOL_CERTS_FORCE")]
+    force: bool,
+    /// Print the report as JSON.
+    #[arg(long, env = "KPOOL_CERTS_JSON")]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Certificate or key files (PEM). Leaves are checked against the CAs among them.
+    #[arg(required = true, env = "KPOOL_CERTS_FILES", value_delimiter = ',')]
+    files: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long, env = "KPOOL_CERTS_JSON")]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SecretArgs {
+    /// Name of the kubernetes.io/tls Secret.
+    #[arg(long, env = "KPOOL_CERTS_SECRET")]
+    name: String,
+    /// Namespace of the Secret.
+    #[arg(long, env = "KPOOL_CERTS_NAMESPACE")]
+    namespace: String,
+    /// Directory with tls.crt, tls.key, ca.crt (and ca.key for --ca-secret).
+    #[arg(long, env = "KPOOL_CERTS_FROM")]
+    from: PathBuf,
+    /// Also store ca.crt and ca.key in this Opaque Secret, for `rotate` and renewals.
+    #[arg(long, env = "KPOOL_CERTS_CA_SECRET")]
+    ca_secret: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct PatchWebhooksArgs {
+    /// Name of the Mutating and/or Validating webhook configuration.
+    #[arg(long, env = "KPOOL_CERTS_WEBHOOK")]
+    name: String,
+    /// CA bundle file (PEM, one or more CA certificates).
+    #[arg(long, env = "KPOOL_CERTS_CA")]
+    ca: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct RotateArgs {
+    #[command(flatten)]
+    san: SanArgs,
+    /// Namespace of the Secrets and the Service.
+    #[arg(long, env = "KPOOL_CERTS_NAMESPACE")]
+    namespace: String,
+    /// The serving Secret (kubernetes.io/tls) the webhook mounts.
+    #[arg(long, env = "KPOOL_CERTS_SECRET")]
+    secret: String,
+    /// The Opaque Secret holding the CA keys [default: <secret>-ca].
+    #[arg(long, env = "KPOOL_CERTS_CA_SECRET")]
+    ca_secret: Option<String>,
+    /// Name of the Mutating and/or Validating webhook configuration.
+    #[arg(long, env = "KPOOL_CERTS_WEBHOOK")]
+    webhook: String,
+    /// Start a CA rotation even if the CA is not due.
+    #[arg(long, env = "KPOOL_CERTS_FORCE")]
+    force: bool,
+    /// Time for kubelet to refresh the mounted Secret and the webhook to reload it, before
+    /// the old CA is dropped (`90s`, `2m`, `1h`, or seconds).
+    #[arg(long, env = "KPOOL_CERTS_PROPAGATION_WAIT", default_value = "2m", value_parser = rotate::parse_duration)]
+    propagation_wait: std::time::Duration,
+    /// Pause after publishing a new CA bundle before issuing from the new CA.
+    #[arg(long, env = "KPOOL_CERTS_BUNDLE_SETTLE", default_value = "10s", value_parser = rotate::parse_duration)]
+    bundle_settle: std::time::Duration,
+    /// Do not sleep through the wait: exit, and let the next run continue.
+    #[arg(long, env = "KPOOL_CERTS_NO_WAIT")]
+    no_wait: bool,
+    /// Print the report as JSON.
+    #[arg(long, env = "KPOOL_CERTS_JSON")]
+    json: bool,
+}
+
+/// Parses `0.25` or `1/3`.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let bad = || format!("expected a fraction such as 0.25 or 1/3, found {s:?}");
+    let value = match s.split_once('/') {
+        Some((n, d)) => {
+            let n: f64 = n.trim().parse().map_err(|_| bad())?;
+            let d: f64 = d.trim().parse().map_err(|_| bad())?;
+            n / d
+        }
+        None => s.trim().parse().map_err(|_| bad())?,
+    };
+    if (0.0..1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(bad())
+    }
+}
+
+fn main() -> Result<()> {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    tls::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Create(a) => run_create(a),
+        Command::Inspect(a) => run_inspect(a),
+        Command::Secret(a) => runtime()?.block_on(run_secret(a)),
+        Command::PatchWebhooks(a) => runtime()?.block_on(run_patch_webhooks(a)),
+        Command::Rotate(a) => runtime()?.block_on(run_rotate(a)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+async fn kube_client() -> Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("build a Kubernetes client (in-cluster service account, or KUBECONFIG)")
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn describe(a: &create::Action) -> String {
+    match a {
+        create::Action::Kept => "kept".to_owned(),
+        create::Action::Created => "created".to_owned(),
+        create::Action::Renewed { reason } => format!("renewed ({reason})"),
+    }
+}
+
+fn run_create(a: CreateArgs) -> Result<()> {
+    let opts = CreateOptions {
+        service: a.san.service,
+        namespace: a.namespace,
+        out_dir: a.out,
+        dns: a.san.dns,
+        ips: a.san.ip,
+        days: a.san.days,
+        ca_days: a.san.ca_days,
+        force: a.force,
+        renew_fraction: a.san.renew_fraction,
+    };
+    let report = create::create(&opts)?;
+    tracing::info!(ca = %describe(&report.ca), serving = %describe(&report.serving), dir = %report.out_dir.display(), "create");
+    if a.json {
+        return print_json(&report);
+    }
+    println!(
+        "{}: CA {} — {}",
+        report.out_dir.display(),
+        report.ca_info.subject,
+        describe(&report.ca)
+    );
+    println!(
+        "{}: serving certificate for {} valid until {} — {}",
+        report.out_dir.display(),
+        report.serving_info.dns_names.join(", "),
+        inspect::rfc3339(report.serving_info.not_after),
+        describe(&report.serving)
+    );
+    Ok(())
+}
+
+fn run_inspect(a: InspectArgs) -> Result<()> {
+    let files = inspect::inspect_files(&a.files, time::OffsetDateTime::now_utc())?;
+    if a.json {
+        return print_json(&files);
+    }
+    print!("{}", inspect::render_human(&files));
+    Ok(())
+}
+
+async fn run_secret(a: SecretArgs) -> Result<()> {
+    let client = kube_client().await?;
+    let outcomes = cluster::apply_secret_from_dir(
+        &client,
+        &a.namespace,
+        &a.name,
+        &a.from,
+        a.ca_secret.as_deref(),
+    )
+    .await?;
+    for o in outcomes {
+        println!(
+            "{}: {}",
+            o.object,
+            if o.updated { "applied" } else { "unchanged" }
+        );
+    }
+    Ok(())
+}
+
+async fn run_patch_webhooks(a: PatchWebhooksArgs) -> Result<()> {
+    let client = kube_client().await?;
+    let outcomes = cluster::patch_webhooks(&client, &a.name, &a.ca).await?;
+    for o in outcomes {
+        println!(
+            "{} {}: caBundle {} ({} webhooks)",
+            o.kind.kind(),
+            o.name,
+            if o.updated { "applied" } else { "unchanged" },
+            o.webhooks
+        );
+    }
+    Ok(())
+}
+
+async fn run_rotate(a: RotateArgs) -> Result<()> {
+    let client = kube_client().await?;
+    let ca_secret = a.ca_secret.unwrap_or_else(|| format!("{}-ca", a.secret));
+    let opts = RotateOptions {
+        policy: Policy {
+            serving: ServingRequest {
+                service: a.san.service,
+                namespace: a.namespace.clone(),
+                dns: a.san.dns,
+                ips: a.san.ip,
+                days: a.san.days,
+            },
+            renew_fraction: a.san.renew_fraction,
+            force_rotation: a.force,
+            propagation_wait: a.propagation_wait,
+        },
+        namespace: a.namespace,
+        secret: a.secret,
+        ca_secret,
+        webhook: a.webhook,
+        ca_days: a.san.ca_days,
+        wait: !a.no_wait,
+        bundle_settle: a.bundle_settle,
+    };
+    let report = rotate::rotate(&client, &opts).await?;
+    if a.json {
+        return print_json(&report);
+    }
+    for s in &report.steps {
+        println!("{}", s.name());
+    }
+    if let Some(secs) = report.pending {
+        println!("pending: run again in {secs}s to finish");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn fractions_parse() {
+        assert_eq!(super::parse_fraction("0.25"), Ok(0.25));
+        assert_eq!(super::parse_fraction("1/3"), Ok(1.0 / 3.0));
+        assert!(super::parse_fraction("1").is_err());
+        assert!(super::parse_fraction("a/b").is_err());
+    }
+
+    #[test]
+    fn every_flag_has_a_kpool_certs_env_var() {
+        Cli::command().debug_assert();
+        for sub in Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                if matches!(arg.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
+                assert!(
+                    env.starts_with("KPOOL_CERTS_"),
+                    "{} --{} has no KPOOL_CERTS_ env var",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The `kpool-certs` binary: create (flags and env vars), idempotence, inspect.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kpool-certs"));
+    // Keep the caller's KPOOL_CERTS_* out of the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KPOOL_CERTS_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    let out = c.output().expect("run kpool-certs");
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn create_args(dir: &Path) -> Vec<String> {
+    [
+        "create",
+        "--service",
+        "kpool-webhook",
+        "--namespace",
+        "kpool-system",
+        "--dns",
+        "webhook.example.com",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([dir.display().to_string()])
+    .collect()
+}
+
+#[test]
+fn create_is_idempotent_and_env_vars_work() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    let first = run(bin().args(create_args(&dir)));
+    let text = stdout(&first);
+    assert!(text.contains("— created"), "{text}");
+    for f in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let second = run(bin().args(create_args(&dir)));
+    assert_eq!(
+        stdout(&second).matches("— kept").count(),
+        2,
+        "{}",
+        stdout(&second)
+    );
+
+    // The same through environment variables, with JSON output.
+    let out = run(bin()
+        .arg("create")
+        .env("KPOOL_CERTS_SERVICE", "kpool-webhook")
+        .env("KPOOL_CERTS_NAMESPACE", "kpool-system")
+        .env("KPOOL_CERTS_DNS", "webhook.example.com")
+        .env("KPOOL_CERTS_IP", "127.0.0.1")
+        .env("KPOOL_CERTS_OUT", &dir)
+        .env("KPOOL_CERTS_JSON", "true"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["ca"]["action"], "kept");
+    assert_eq!(report["serving"]["action"], "kept");
+    assert_eq!(
+        report["serving_info"]["ip_addresses"],
+        serde_json::json!(["127.0.0.1"])
+    );
+    assert!(
+        report["serving_info"]["dns_names"]
+            .as_array()
+            .expect("names")
+            .contains(&"kpool-webhook.kpool-system.svc".into())
+    );
+
+    // A different SAN list renews the serving certificate and keeps the CA.
+    let out = run(bin()
+        .args(create_args(&dir))
+        .args(["--dns", "other.example.com", "--json"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["ca"]["action"], "kept");
+    assert_eq!(report["serving"]["action"], "renewed");
+    assert!(
+        report["serving"]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("SANs differ")
+    );
+}
+
+#[test]
+fn inspect_reports_facts_chain_and_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    run(bin().args(create_args(dir)));
+    let files = ["ca.crt", "tls.crt", "tls.key"].map(|f| dir.join(f).display().to_string());
+
+    let out = run(bin().arg("inspect").args(&files).arg("--json"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ca = &report[0]["certificates"][0];
+    let leaf = &report[1]["certificates"][0];
+    assert_eq!(ca["is_ca"], true);
+    assert_eq!(leaf["is_ca"], false);
+    assert_eq!(leaf["chains_to"], ca["subject"]);
+    assert_eq!(leaf["expired"], false);
+    assert!(leaf["remaining_seconds"].as_i64().expect("secs") > 364 * 86_400);
+    assert_eq!(leaf["dns_names"][4], "webhook.example.com");
+    assert!(leaf["not_after"].as_str().expect("rfc3339").ends_with('Z'));
+    assert_eq!(report[2]["key_for"][0], leaf["subject"]);
+
+    let out = run(bin().arg("inspect").args(&files));
+    let text = stdout(&out);
+    assert!(
+        text.contains("chains to:   O=kpool, CN=kpool-certs CA"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "dns names:   kpool-webhook, kpool-webhook.kpool-system, kpool-webhook.kpool-system.svc"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("private key for: O=kpool, CN=kpool-webhook.kpool-system.svc"),
+        "{text}"
+    );
+
+    // A leaf inspected with a foreign CA says it does not chain.
+    let other = tempfile::tempdir().expect("other");
+    run(bin().args(create_args(other.path())));
+    let out = run(bin()
+        .arg("inspect")
+        .arg(other.path().join("ca.crt"))
+        .arg(&files[1]));
+    assert!(
+        stdout(&out).contains("chains to:   NONE of the inspected CAs"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn errors_exit_non_zero_and_name_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("bad.crt");
+    std::fs::write(&bad, "hello").expect("write");
+    let out = bin().arg("inspect").arg(&bad).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: expected one or more PEM CERTIFICATE blocks",
+            bad.display()
+        )),
+        "{err}"
+    );
+
+    let out = bin()
+        .args([
+            "create",
+            "--service",
+            "Bad_Name",
+            "--namespace",
+            "ns",
+            "--out",
+        ])
+        .arg(tmp.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a DNS label"));
+}
