@@ -17,7 +17,7 @@ pub use identity::{
 };
 pub use json_template::{JsonTemplate, push_json_str};
 pub use model::PolicySpec;
-pub use template::{Template, TemplateError, Var, Vars};
+pub use template::{ALL_VARS, Template, TemplateError, Var, Vars};
 pub use validate::{FieldError, PolicyError};
 
 use sha2::{Digest, Sha256};

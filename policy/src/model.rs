@@ -44,6 +44,17 @@ pub struct PolicySpec {
     pub conflicts: Conflicts,
     #[serde(default)]
     pub guard: Guard,
+    /// How the agent reaches Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSettings>,
+}
+
+/// How the agent reaches the Kafka cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaSettings {
+    /// `host:port` of brokers to bootstrap from (`--kafka-bootstrap` overrides).
+    pub bootstrap: Vec<String>,
 }
 
 fn default_rack_format() -> String {
@@ -252,6 +263,17 @@ pub struct Readiness {
     pub failure_threshold: u32,
     #[serde(default)]
     pub initial_delay_seconds: u32,
+    /// `broker`: ready when this broker is back and in sync and nothing is offline or under
+    /// min ISR. `cluster`: also no under-replicated partition anywhere.
+    #[serde(default)]
+    pub verdict: VerdictMode,
+    /// A Kafka poll older than this makes every verdict not-ready (`stale`).
+    #[serde(default = "default_stale_after")]
+    pub stale_after_seconds: u32,
+    /// Where the agent reads a broker's state (JMX exporter), if anywhere; otherwise
+    /// registration in Metadata stands for "running".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_state: Option<BrokerStateSource>,
     /// Image holding `/usr/local/bin/kpool-probe` (kpool's image holds every kpool binary);
     /// an init container copies it into the pod.
     #[serde(default = "default_probe_image")]
@@ -266,9 +288,40 @@ impl Default for Readiness {
             timeout_seconds: default_timeout(),
             failure_threshold: default_failure_threshold(),
             initial_delay_seconds: 0,
+            verdict: VerdictMode::default(),
+            stale_after_seconds: default_stale_after(),
+            broker_state: None,
             probe_image: default_probe_image(),
         }
     }
+}
+
+/// How strict readiness is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictMode {
+    #[default]
+    Broker,
+    Cluster,
+}
+
+/// A Prometheus JMX exporter endpoint per broker pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BrokerStateSource {
+    /// URL of the exporter, e.g. `http://{pod}.kafka-headless.{namespace}.svc:5556/metrics`.
+    pub url_template: String,
+    /// The BrokerState gauge.
+    #[serde(default = "default_broker_state_metric")]
+    pub metric: String,
+}
+
+fn default_broker_state_metric() -> String {
+    "kafka_server_kafkaserver_brokerstate".to_owned()
+}
+
+fn default_stale_after() -> u32 {
+    30
 }
 
 fn default_agent_port() -> u16 {

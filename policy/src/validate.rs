@@ -363,6 +363,28 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
             e.push(path, "must be at least 1, found 0");
         }
     }
+    if r.stale_after_seconds == 0 {
+        e.push("readiness.staleAfterSeconds", "must be at least 1, found 0");
+    }
+    if let Some(b) = &r.broker_state {
+        if let Err(err) = Template::compile(&b.url_template, ALL_VARS, false) {
+            e.push(
+                "readiness.brokerState.urlTemplate",
+                format!("{:?}: {err}", b.url_template),
+            );
+        } else if !b.url_template.starts_with("http://") {
+            e.push(
+                "readiness.brokerState.urlTemplate",
+                format!(
+                    "{:?}: expected an http:// URL (the JMX exporter's plain-HTTP endpoint)",
+                    b.url_template
+                ),
+            );
+        }
+        if b.metric.is_empty() {
+            e.push("readiness.brokerState.metric", "must not be empty");
+        }
+    }
     if r.probe_image.trim().is_empty() {
         e.push("readiness.probeImage", "must not be empty");
     }
@@ -371,6 +393,22 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
         e.push("spread.maxSkew", "must be at least 1, found 0");
     }
 
+    if let Some(k) = &spec.kafka {
+        if k.bootstrap.is_empty() {
+            e.push("kafka.bootstrap", "must list at least one host:port");
+        }
+        for (i, b) in k.bootstrap.iter().enumerate() {
+            let ok = b
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                e.push(
+                    format!("kafka.bootstrap[{i}]"),
+                    format!("expected host:port, found {b:?}"),
+                );
+            }
+        }
+    }
     for (i, ns) in spec.guard.allow_namespaces.iter().enumerate() {
         e.check(format!("guard.allowNamespaces[{i}]"), check_dns_label(ns));
     }

@@ -260,3 +260,30 @@ fn racks_parse_back_for_both_clusters() {
     assert_eq!(p.parse_rack("eu-west-1a"), None);
     assert_eq!(p.parse_rack("k8s-b-us-east-1a"), None);
 }
+
+#[test]
+fn readiness_and_kafka_settings_are_validated() {
+    let e = err(&with("  staleAfterSeconds: 30", "  staleAfterSeconds: 0"));
+    assert_eq!(
+        messages(&e),
+        ["readiness.staleAfterSeconds: must be at least 1, found 0"]
+    );
+    let e = err(&with("  verdict: broker", "  verdict: strict"));
+    assert!(e.to_string().contains("readiness.verdict"), "{e}");
+    let e = err(&with(
+        "  # brokerState:\n  #   urlTemplate: \"http://{pod}.kafka-headless.{namespace}.svc:5556/metrics\"",
+        "  brokerState:\n    urlTemplate: \"https://{pod}:5556/{nope}\"",
+    ));
+    assert_eq!(
+        messages(&e)[0],
+        "readiness.brokerState.urlTemplate: \"https://{pod}:5556/{nope}\": unknown placeholder {nope} (known: {pod}, {namespace}, {ordinal}, {broker_id}, {rack}, {zone}, {cluster}, {port})"
+    );
+    let e = err(&with(
+        "\"kafka-1.kafka-headless.streaming.svc:9092\"",
+        "\"kafka-1\"",
+    ));
+    assert_eq!(
+        messages(&e),
+        ["kafka.bootstrap[1]: expected host:port, found \"kafka-1\""]
+    );
+}
