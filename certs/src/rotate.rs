@@ -600,27 +600,7 @@ pub async fn rotate(client: &Client, opts: &RotateOptions) -> Result<RotateRepor
     ))
 }
 
-/// Parses a duration such as `90s`, `2m`, `1h`, `500ms`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 90s, 2m or 1h, found {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => {
-            return Err(format!(
-                "expected a unit of ms, s, m or h, found {unit:?} in {s:?}"
-            ));
-        }
-    };
-    Ok(secs)
-}
+pub use kpool_policy::duration::parse_duration;
 
 #[cfg(test)]
 mod tests {

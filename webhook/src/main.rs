@@ -178,7 +178,6 @@ mod serve {
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use anyhow::Context as _;
     use kpool_policy::Policy;
@@ -191,24 +190,7 @@ mod serve {
     const EXAMPLE_REVIEW: &str =
         include_str!("../../tests/fixtures/admission/000-create-kafka-0.json");
 
-    /// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
-    pub fn parse_duration(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-            Some(i) => s.split_at(i),
-            None => (s, "s"),
-        };
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("expected a duration like 10s or 500ms, found {s:?}"))?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            _ => return Err(format!("unknown unit {unit:?} in {s:?} (use ms, s or m)")),
-        };
-        Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-    }
+    pub use kpool_policy::duration::parse_duration;
 
     pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let policy = Arc::new(match &args.policy {

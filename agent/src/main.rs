@@ -1,0 +1,206 @@
+//! kpool-agent: parse the command line, set up logging, run the agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use kpool_agent::kafka::{KafkaClient, KafkaConfig, TlsSettings, parse_bootstrap};
+use kpool_agent::pods::Standalone;
+use kpool_agent::service::{Agent, SnapshotSource, poll_loop};
+use kpool_agent::snapshot::Snapshot;
+use kpool_policy::Policy;
+
+/// kpool's per-node agent: Kafka health and readiness verdicts for the broker pods on
+/// this node, served to their readiness probe (kpool-probe).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format for diagnostics on stderr (audit lines go to stdout).
+    #[arg(
+        long,
+        global = true,
+        env = "KPOOL_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, global = true, env = "KPOOL_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Poll Kafka, keep the evaluated health, and answer readiness questions over HTTP:
+    /// GET /v1/ready/{namespace}/{pod}, /v1/brokers/{id}/restart-safety, /v1/cluster,
+    /// /metrics, /healthz.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// HTTP listen address (broker pods reach it at their node's IP).
+    #[arg(long, env = "KPOOL_AGENT_LISTEN", default_value = "0.0.0.0:8475")]
+    listen: SocketAddr,
+    /// Kafka brokers to bootstrap from, comma-separated host:port (default: the policy's
+    /// kafka.bootstrap).
+    #[arg(long, env = "KPOOL_KAFKA_BOOTSTRAP", value_name = "HOST:PORT,...")]
+    kafka_bootstrap: Option<String>,
+    /// Pool policy file; without it the built-in default (examples/policy.yaml).
+    #[arg(long, env = "KPOOL_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// No Kubernetes API: map pods to brokers by the ordinal in their name (no overrides).
+    #[arg(long, env = "KPOOL_STANDALONE")]
+    standalone: bool,
+    /// This node (in a cluster; from the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// How often to poll Kafka.
+    #[arg(long, env = "KPOOL_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// Timeout of each Kafka request.
+    #[arg(long, env = "KPOOL_KAFKA_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    kafka_timeout: Duration,
+    /// Timeout of each JMX exporter read (readiness.brokerState).
+    #[arg(long, env = "KPOOL_EXPORTER_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    exporter_timeout: Duration,
+    /// Talk TLS to Kafka, trusting this CA (PEM).
+    #[arg(long, env = "KPOOL_KAFKA_TLS_CA")]
+    kafka_tls_ca: Option<PathBuf>,
+    /// Client certificate for Kafka mTLS (PEM).
+    #[arg(long, env = "KPOOL_KAFKA_TLS_CERT", requires = "kafka_tls_key")]
+    kafka_tls_cert: Option<PathBuf>,
+    /// Client key for Kafka mTLS (PEM).
+    #[arg(long, env = "KPOOL_KAFKA_TLS_KEY", requires = "kafka_tls_cert")]
+    kafka_tls_key: Option<PathBuf>,
+    /// Name to verify the brokers' certificates against (default: the bootstrap host).
+    #[arg(long, env = "KPOOL_KAFKA_TLS_SERVER_NAME")]
+    kafka_tls_server_name: Option<String>,
+}
+
+use kpool_policy::duration::parse_duration;
+
+/// The Kafka client as the poll loop's snapshot source.
+struct Kafka(KafkaClient);
+
+impl SnapshotSource for Kafka {
+    async fn snapshot(&mut self) -> Result<Snapshot, String> {
+        self.0.snapshot().await.map_err(|e| e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Run(args) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kpool-agent: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let policy = Arc::new(match &args.policy {
+        Some(path) => Policy::from_file(path)?,
+        None => Policy::builtin()?,
+    });
+    let bootstrap = match (&args.kafka_bootstrap, &policy.spec().kafka) {
+        (Some(b), _) => parse_bootstrap(b)?,
+        (None, Some(k)) => k.bootstrap.clone(),
+        (None, None) => anyhow::bail!(
+            "no Kafka bootstrap: pass --kafka-bootstrap HOST:PORT or set kafka.bootstrap in the policy"
+        ),
+    };
+    let tls = (args.kafka_tls_ca.is_some() || args.kafka_tls_cert.is_some()).then(|| TlsSettings {
+        ca_file: args.kafka_tls_ca.clone(),
+        client_cert: args.kafka_tls_cert.clone(),
+        client_key: args.kafka_tls_key.clone(),
+        server_name: args.kafka_tls_server_name.clone(),
+    });
+    let client = KafkaClient::new(KafkaConfig {
+        bootstrap: bootstrap.clone(),
+        timeout: args.kafka_timeout,
+        tls,
+        client_id: format!("kpool-agent/{}", env!("CARGO_PKG_VERSION")),
+    })?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let pods: Arc<dyn kpool_agent::pods::PodDirectory> = if args.standalone {
+            Arc::new(Standalone::new(policy.clone()))
+        } else {
+            let node = args.node_name.clone().context(
+                "NODE_NAME is not set: in a cluster the agent watches the pods of its own node (set it from spec.nodeName in the DaemonSet), or run with --standalone",
+            )?;
+            install_crypto_provider();
+            let client = kube::Client::try_default().await.context(
+                "cannot reach the Kubernetes API (in-cluster config or KUBECONFIG); run with --standalone to map pods by name instead",
+            )?;
+            let (pods, _watch) = kpool_agent::pods::KubePods::start(client, &node, policy.clone());
+            tracing::info!(%node, "watching broker pods on this node");
+            Arc::new(pods)
+        };
+        let agent = Agent::new(policy.clone(), pods);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let poller = tokio::spawn(poll_loop(agent.clone(), Kafka(client), args.poll_interval, args.exporter_timeout, stop_rx));
+        tracing::info!(listen = %args.listen, ?bootstrap, standalone = args.standalone, policy = %policy.hash(), "kpool-agent serving");
+        axum::serve(listener, kpool_agent::api::router(agent))
+            .with_graceful_shutdown(wait_for_signal())
+            .await
+            .context("HTTP server failed")?;
+        let _ = stop_tx.send(true);
+        let _ = poller.await;
+        tracing::info!("shut down");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// kube's rustls client needs a process-wide crypto provider.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,184 @@
+//! The agent's Prometheus metrics, names prefixed `kpool_agent_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::health::Health;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabel {
+    pub broker: i32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub pod: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DimensionLabel {
+    pub dimension: &'static str,
+}
+
+/// The agent's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub partitions: Family<StateLabel, Gauge>,
+    pub broker_registered: Family<BrokerLabel, Gauge>,
+    pub broker_state: Family<BrokerLabel, Gauge>,
+    pub restart_safe: Family<BrokerLabel, Gauge>,
+    pub pod_ready: Family<PodLabels, Gauge>,
+    pub rack_offenders: Family<DimensionLabel, Gauge>,
+    pub poll_duration: Histogram,
+    pub poll_errors: Counter,
+    pub last_success: Gauge,
+    pub active_overrides: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("kpool_agent");
+        let partitions = Family::<StateLabel, Gauge>::default();
+        r.register(
+            "partitions",
+            "Partitions by state (total, under_replicated, offline, under_min_isr, at_min_isr)",
+            partitions.clone(),
+        );
+        let broker_registered = Family::<BrokerLabel, Gauge>::default();
+        r.register(
+            "broker_registered",
+            "1 when the broker is registered with the cluster",
+            broker_registered.clone(),
+        );
+        let broker_state = Family::<BrokerLabel, Gauge>::default();
+        r.register(
+            "broker_state",
+            "BrokerState from the JMX exporter (3 = running)",
+            broker_state.clone(),
+        );
+        let restart_safe = Family::<BrokerLabel, Gauge>::default();
+        r.register(
+            "broker_restart_safe",
+            "1 when restarting the broker keeps every partition at or above min ISR",
+            restart_safe.clone(),
+        );
+        let pod_ready = Family::<PodLabels, Gauge>::default();
+        r.register(
+            "pod_ready",
+            "Last readiness verdict of a broker pod (1 ready)",
+            pod_ready.clone(),
+        );
+        let rack_offenders = Family::<DimensionLabel, Gauge>::default();
+        r.register(
+            "rack_distribution_offenders",
+            "Partitions spread unevenly over zones or clusters",
+            rack_offenders.clone(),
+        );
+        let poll_duration = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        r.register_with_unit(
+            "kafka_poll_duration",
+            "Time to poll Kafka and evaluate health",
+            Unit::Seconds,
+            poll_duration.clone(),
+        );
+        let poll_errors = Counter::default();
+        r.register(
+            "kafka_poll_errors",
+            "Failed Kafka polls",
+            poll_errors.clone(),
+        );
+        let last_success = Gauge::default();
+        r.register(
+            "kafka_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful Kafka poll",
+            last_success.clone(),
+        );
+        let active_overrides = Gauge::default();
+        r.register(
+            "active_readiness_overrides",
+            "Broker pods whose readiness an operator override decides now",
+            active_overrides.clone(),
+        );
+        Self {
+            registry: r,
+            partitions,
+            broker_registered,
+            broker_state,
+            restart_safe,
+            pod_ready,
+            rack_offenders,
+            poll_duration,
+            poll_errors,
+            last_success,
+            active_overrides,
+        }
+    }
+
+    /// Publishes one evaluation.
+    pub fn record_health(&self, h: &Health) {
+        let s = &h.summary;
+        for (state, n) in [
+            ("total", s.partitions),
+            ("under_replicated", s.under_replicated.count),
+            ("offline", s.offline.count),
+            ("under_min_isr", s.under_min_isr.count),
+            ("at_min_isr", s.at_min_isr.count),
+        ] {
+            self.partitions
+                .get_or_create(&StateLabel { state })
+                .set(gauge(n));
+        }
+        self.broker_registered.clear();
+        self.restart_safe.clear();
+        for b in h.brokers.values() {
+            let l = BrokerLabel { broker: b.id };
+            self.broker_registered
+                .get_or_create(&l)
+                .set(i64::from(b.registered));
+            self.restart_safe
+                .get_or_create(&l)
+                .set(i64::from(b.restart_safe));
+        }
+        self.rack_offenders
+            .get_or_create(&DimensionLabel { dimension: "zone" })
+            .set(gauge(h.racks.zone_skew.count));
+        self.rack_offenders
+            .get_or_create(&DimensionLabel {
+                dimension: "cluster",
+            })
+            .set(gauge(h.racks.cluster_skew.count));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

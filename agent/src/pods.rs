@@ -1,0 +1,186 @@
+//! Which broker a pod is, and its annotations (for the readiness override).
+
+use std::sync::Arc;
+
+use kpool_policy::{Policy, name_suffix_ordinal};
+
+/// What the agent needs to know about a broker pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub broker_id: i32,
+    pub annotations: Vec<(String, String)>,
+}
+
+impl PodInfo {
+    /// An annotation's value.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a pod cannot be mapped to a broker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("pod {namespace}/{pod}: {reason}")]
+    NotABroker {
+        namespace: String,
+        pod: String,
+        reason: String,
+    },
+}
+
+/// Maps pods to brokers.
+pub trait PodDirectory: Send + Sync + std::fmt::Debug {
+    /// The broker behind pod `namespace/pod`.
+    fn lookup(&self, namespace: &str, pod: &str) -> Result<PodInfo, LookupError>;
+}
+
+/// No Kubernetes API: the broker id is `brokers.idBase` + the ordinal in the pod's name,
+/// and there are no annotations (so no override).
+#[derive(Debug)]
+pub struct Standalone {
+    policy: Arc<Policy>,
+}
+
+impl Standalone {
+    /// A directory for `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self { policy }
+    }
+}
+
+impl PodDirectory for Standalone {
+    fn lookup(&self, namespace: &str, pod: &str) -> Result<PodInfo, LookupError> {
+        let err = |reason: String| LookupError::NotABroker {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            reason,
+        };
+        let ordinal = name_suffix_ordinal(pod).ok_or_else(|| {
+            err("the name has no -N ordinal suffix (standalone mode maps pods by name)".to_owned())
+        })?;
+        let id = self
+            .policy
+            .identity(pod, namespace, ordinal)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(PodInfo {
+            broker_id: id.broker_id,
+            annotations: Vec::new(),
+        })
+    }
+}
+
+/// In a cluster: the broker pods on this node, kept current by a Kubernetes watch (field
+/// selector `spec.nodeName`, the broker selector's labels). Lookups read the local cache,
+/// so the probe's path never waits on the API server; the last known state keeps serving
+/// while the API server is unreachable.
+#[derive(Debug, Clone)]
+pub struct KubePods {
+    store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+    policy: Arc<Policy>,
+    node: String,
+}
+
+impl KubePods {
+    /// Starts watching broker pods on `node`; the returned task runs until aborted.
+    pub fn start(
+        client: kube::Client,
+        node: &str,
+        policy: Arc<Policy>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        use futures::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+
+        let labels: Vec<String> = policy
+            .spec()
+            .brokers
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={node}"))
+            .labels(&labels.join(","));
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
+        let (store, writer) = reflector::store();
+        let node_name = node.to_owned();
+        let task = tokio::spawn(async move {
+            reflector(writer, watcher(api, config))
+                .default_backoff()
+                .applied_objects()
+                .for_each(|r| {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, node = %node_name, "pod watch error; retrying with backoff");
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        });
+        (
+            Self {
+                store,
+                policy,
+                node: node.to_owned(),
+            },
+            task,
+        )
+    }
+
+    /// A directory over an existing store (tests feed it watch events directly).
+    pub fn from_store(
+        store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+        node: &str,
+        policy: Arc<Policy>,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            node: node.to_owned(),
+        }
+    }
+}
+
+impl PodDirectory for KubePods {
+    fn lookup(&self, namespace: &str, pod: &str) -> Result<PodInfo, LookupError> {
+        let err = |reason: String| LookupError::NotABroker {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            reason,
+        };
+        let key = kube::runtime::reflector::ObjectRef::new(pod).within(namespace);
+        let Some(obj) = self.store.get(&key) else {
+            return Err(err(format!(
+                "not among the broker pods the agent sees on node {} (not a broker, another node, or the watch has not caught up)",
+                self.node
+            )));
+        };
+        let meta = &obj.metadata;
+        let label = |k: &str| {
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(k))
+                .map(String::as_str)
+        };
+        let ordinal = kpool_policy::ordinal_of(
+            label(kpool_policy::POD_INDEX_LABEL),
+            meta.name.as_deref(),
+            None,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let id = self
+            .policy
+            .identity(pod, namespace, ordinal)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(PodInfo {
+            broker_id: id.broker_id,
+            annotations: meta
+                .annotations
+                .as_ref()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        })
+    }
+}

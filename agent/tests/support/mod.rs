@@ -1,0 +1,5 @@
+//! Shared test support. `mod support;` in a test crate brings in the scripted Kafka
+//! server as `support::kafka_server`.
+#![allow(dead_code)]
+
+pub mod kafka_server;
