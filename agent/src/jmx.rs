@@ -132,6 +132,46 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn fetches_from_a_real_http_endpoint() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for body in [
+                "# TYPE x gauge\nkafka_server_kafkaserver_brokerstate 6.0\n",
+                "",
+            ] {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let resp = if body.is_empty() {
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_owned()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                s.write_all(resp.as_bytes()).await.expect("write");
+            }
+        });
+        let url = format!("http://{addr}/metrics");
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            fetch_broker_state(&url, M, t).await,
+            Ok(BrokerState::PendingControlledShutdown)
+        );
+        let e = fetch_broker_state(&url, M, t).await.expect_err("500");
+        assert!(e.contains("HTTP status 500"), "{e}");
+        let e = fetch_broker_state("https://x/metrics", M, t)
+            .await
+            .expect_err("https");
+        assert!(e.contains("expected an http:// URL"), "{e}");
+    }
+
     #[test]
     fn dechunks() {
         assert_eq!(
