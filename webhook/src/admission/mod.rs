@@ -252,21 +252,9 @@ impl Admission {
             return d;
         }
         let operation = req.operation.as_deref().unwrap_or_default();
-        let Some(object) = req.object else {
-            return Decided::reject(400, "no-object", "request.object: missing".to_owned());
-        };
-        let pod = match PodView::from_json(object.get()) {
+        let pod = match read_pod(req) {
             Ok(p) => p,
-            Err(e) => {
-                return Decided::reject(
-                    400,
-                    "bad-object",
-                    format!(
-                        "request.object is not a readable Pod: {}",
-                        prefixed(&e.to_string())
-                    ),
-                );
-            }
+            Err(d) => return *d,
         };
         let subject = subject_of(&pod, req);
         if operation != "CREATE" {
@@ -341,21 +329,9 @@ impl Admission {
                 format!("operation {operation}: the pool guard checks CREATE and UPDATE"),
             );
         }
-        let Some(object) = req.object else {
-            return Decided::reject(400, "no-object", "request.object: missing".to_owned());
-        };
-        let pod = match PodView::from_json(object.get()) {
+        let pod = match read_pod(req) {
             Ok(p) => p,
-            Err(e) => {
-                return Decided::reject(
-                    400,
-                    "bad-object",
-                    format!(
-                        "request.object is not a readable Pod: {}",
-                        prefixed(&e.to_string())
-                    ),
-                );
-            }
+            Err(d) => return *d,
         };
         let namespace = req
             .namespace
@@ -389,6 +365,27 @@ impl Admission {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+}
+
+/// The pod under review, or the rejection to answer with.
+fn read_pod<'r>(req: &RequestIn<'r>) -> Result<PodView<'r>, Box<Decided>> {
+    let Some(object) = req.object else {
+        return Err(Box::new(Decided::reject(
+            400,
+            "no-object",
+            "request.object: missing".to_owned(),
+        )));
+    };
+    PodView::from_json(object.get()).map_err(|e| {
+        Box::new(Decided::reject(
+            400,
+            "bad-object",
+            format!(
+                "request.object is not a readable Pod: {}",
+                prefixed(&e.to_string())
+            ),
+        ))
+    })
 }
 
 fn prefixed(e: &str) -> String {
