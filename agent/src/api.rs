@@ -14,12 +14,13 @@ use crate::health::{Offenders, PartitionSummary, RackReport};
 use crate::service::Agent;
 
 /// `/v1/ready/{namespace}/{pod}`, `/v1/brokers/{id}/restart-safety`, `/v1/cluster`,
-/// `/metrics`, `/healthz`.
+/// `/v1/overhead`, `/metrics`, `/healthz`.
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/ready/{namespace}/{pod}", get(ready))
         .route("/v1/brokers/{id}/restart-safety", get(restart_safety))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/overhead", get(overhead))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(agent)
@@ -151,6 +152,36 @@ async fn cluster(State(agent): State<Arc<Agent>>) -> Response {
             last_error: agent.last_error(),
         },
     )
+}
+
+#[derive(Serialize)]
+struct OverheadView<'a> {
+    #[serde(flatten)]
+    sample: &'a crate::overhead::Overhead,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// The last overhead sample; 503 until the first one.
+async fn overhead(State(agent): State<Arc<Agent>>) -> Response {
+    match agent.overhead() {
+        (Some(sample), last_error) => json(
+            StatusCode::OK,
+            &OverheadView {
+                sample: &sample,
+                last_error,
+            },
+        ),
+        (None, e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ApiError {
+                error: match e {
+                    Some(e) => format!("no overhead sample yet; last error: {e}"),
+                    None => "no overhead sample yet".to_owned(),
+                },
+            },
+        ),
+    }
 }
 
 fn no_poll(agent: &Agent) -> String {

@@ -5,12 +5,16 @@
 //! - `service`: the cache of the last evaluated poll and the poll loop.
 //! - `api`: the read-only HTTP API the probe asks.
 //! - `pods`, `overrides`, `jmx`: pod → broker mapping, the operator override, BrokerState.
+//! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
+//! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
 
 pub mod api;
+pub mod guard;
 pub mod health;
 pub mod jmx;
 pub mod kafka;
 pub mod metrics;
+pub mod overhead;
 pub mod overrides;
 pub mod pods;
 pub mod service;

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use kpool_agent::guard::Guard;
+use kpool_agent::guard::act::{Actor, Retry};
+use kpool_agent::guard::watch::{NodeView, guard_loop, overhead_loop};
 use kpool_agent::kafka::{KafkaClient, KafkaConfig, TlsSettings, parse_bootstrap};
+use kpool_agent::overhead::{Sampler, allocatable_of};
 use kpool_agent::pods::Standalone;
 use kpool_agent::service::{Agent, SnapshotSource, poll_loop};
 use kpool_agent::snapshot::Snapshot;
@@ -45,7 +49,8 @@ enum LogFormat {
 enum Command {
     /// Poll Kafka, keep the evaluated health, and answer readiness questions over HTTP:
     /// GET /v1/ready/{namespace}/{pod}, /v1/brokers/{id}/restart-safety, /v1/cluster,
-    /// /metrics, /healthz.
+    /// /v1/overhead, /metrics, /healthz. In a cluster, also guard this node (one broker,
+    /// no foreign pods, compliant node, no rack drift) and sample resource overhead.
     Run(RunArgs),
 }
 
@@ -88,6 +93,18 @@ struct RunArgs {
     /// Name to verify the brokers' certificates against (default: the bootstrap host).
     #[arg(long, env = "KPOOL_KAFKA_TLS_SERVER_NAME")]
     kafka_tls_server_name: Option<String>,
+    /// The cgroup v2 tree to read pod and daemon usage from (in a pod: the host's, mounted).
+    #[arg(long, env = "KPOOL_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// How often to sample resource overhead.
+    #[arg(long, env = "KPOOL_OVERHEAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    overhead_interval: Duration,
+    /// How often the node guard checks the pods of this node.
+    #[arg(long, env = "KPOOL_GUARD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    guard_interval: Duration,
+    /// The guard acts on a persisting violation (Event, eviction) at most once per window.
+    #[arg(long, env = "KPOOL_GUARD_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    guard_backoff: Duration,
 }
 
 use kpool_policy::duration::parse_duration;
@@ -141,8 +158,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let pods: Arc<dyn kpool_agent::pods::PodDirectory> = if args.standalone {
-            Arc::new(Standalone::new(policy.clone()))
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        let (pods, view): (Arc<dyn kpool_agent::pods::PodDirectory>, _) = if args.standalone {
+            (Arc::new(Standalone::new(policy.clone())), None)
         } else {
             let node = args.node_name.clone().context(
                 "NODE_NAME is not set: in a cluster the agent watches the pods of its own node (set it from spec.nodeName in the DaemonSet), or run with --standalone",
@@ -151,23 +170,54 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             let client = kube::Client::try_default().await.context(
                 "cannot reach the Kubernetes API (in-cluster config or KUBECONFIG); run with --standalone to map pods by name instead",
             )?;
-            let (pods, _watch) = kpool_agent::pods::KubePods::start(client, &node, policy.clone());
-            tracing::info!(%node, "watching broker pods on this node");
-            Arc::new(pods)
+            // One watch of every pod on the node serves both the probe's broker lookups
+            // and the guard.
+            let (view, watches) = NodeView::start(client.clone(), &node);
+            let pods = kpool_agent::pods::KubePods::from_store(view.pods.clone(), &node, policy.clone());
+            tracing::info!(%node, "watching the pods of this node and the node");
+            (Arc::new(pods) as Arc<dyn kpool_agent::pods::PodDirectory>, Some((view, watches, client, node)))
         };
         let agent = Agent::new(policy.clone(), pods);
+        let sampler = match Sampler::new(&args.cgroup_root) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "resource overhead is not sampled");
+                agent.overhead_failed(e.to_string());
+                None
+            }
+        };
+        match view {
+            None => {
+                if let Some(sampler) = sampler {
+                    tasks.push(tokio::spawn(overhead_loop(agent.clone(), sampler, args.overhead_interval, || (Default::default(), None), stop_rx.clone())));
+                }
+            }
+            Some((view, watches, client, node)) => {
+                let actor = Actor::new(client, &node, Retry::default());
+                tasks.push(tokio::spawn(guard_loop(agent.clone(), view.clone(), actor, Guard::new(args.guard_backoff), args.guard_interval, stop_rx.clone())));
+                if let Some(sampler) = sampler {
+                    let p = policy.clone();
+                    let v = view.clone();
+                    let context = move || (v.broker_uids(&p), v.node().and_then(|n| allocatable_of(&n)));
+                    tasks.push(tokio::spawn(overhead_loop(agent.clone(), sampler, args.overhead_interval, context, stop_rx.clone())));
+                }
+                // The watches never end on their own; they stop with the runtime.
+                drop(watches);
+            }
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let poller = tokio::spawn(poll_loop(agent.clone(), Kafka(client), args.poll_interval, args.exporter_timeout, stop_rx));
+        tasks.push(tokio::spawn(poll_loop(agent.clone(), Kafka(client), args.poll_interval, args.exporter_timeout, stop_rx)));
         tracing::info!(listen = %args.listen, ?bootstrap, standalone = args.standalone, policy = %policy.hash(), "kpool-agent serving");
         axum::serve(listener, kpool_agent::api::router(agent))
             .with_graceful_shutdown(wait_for_signal())
             .await
             .context("HTTP server failed")?;
         let _ = stop_tx.send(true);
-        let _ = poller.await;
+        for t in tasks {
+            let _ = t.await;
+        }
         tracing::info!("shut down");
         anyhow::Ok(())
     })

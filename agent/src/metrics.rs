@@ -30,6 +30,26 @@ pub struct DimensionLabel {
     pub dimension: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabel {
+    pub part: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    pub resource: &'static str,
+}
+
 /// The agent's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -44,6 +64,23 @@ pub struct Metrics {
     pub poll_errors: Counter,
     pub last_success: Gauge,
     pub active_overrides: Gauge,
+    /// Violations acted on (Event, audit line, eviction when enforcing), by kind.
+    pub guard_violations_total: Family<KindLabel, Counter>,
+    /// Violations present at the last guard round, by kind.
+    pub guard_violations: Family<KindLabel, Gauge>,
+    /// Evictions by result (evicted, eviction-blocked, eviction-failed, already-gone).
+    pub guard_evictions: Family<ResultLabel, Counter>,
+    /// CPU cores used, by part (node, brokers, other_pods, kubernetes, rest, reserved).
+    pub overhead_cpu: Family<PartLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Memory bytes, by part (node, brokers, other_pods, kubernetes, rest, reserved).
+    pub overhead_memory: Family<PartLabel, Gauge>,
+    /// Share of used resources not used by brokers, by resource.
+    pub overhead_ratio: Family<ResourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Share of capacity withheld from pods (kube/system reserved, eviction thresholds).
+    pub reserved_share: Family<ResourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Node capacity in CPU cores as the OS sees it.
+    pub node_cpu_cores: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub overhead_sample_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -119,7 +156,79 @@ impl Metrics {
             "Broker pods whose readiness an operator override decides now",
             active_overrides.clone(),
         );
+        let guard_violations_total = Family::<KindLabel, Counter>::default();
+        r.register(
+            "guard_violations",
+            "Guard violations acted on (Event and audit line; eviction when enforcing), by kind",
+            guard_violations_total.clone(),
+        );
+        let guard_violations = Family::<KindLabel, Gauge>::default();
+        r.register(
+            "guard_current_violations",
+            "Guard violations present at the last round, by kind",
+            guard_violations.clone(),
+        );
+        let guard_evictions = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "guard_evictions",
+            "Evictions requested by the guard, by result",
+            guard_evictions.clone(),
+        );
+        let overhead_cpu = Family::<PartLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "overhead_cpu_cores",
+            "CPU cores used on the node by part (node = all used, reserved = capacity - allocatable)",
+            overhead_cpu.clone(),
+        );
+        let overhead_memory = Family::<PartLabel, Gauge>::default();
+        r.register_with_unit(
+            "overhead_memory",
+            "Memory on the node by part (node = all used, reserved = capacity - allocatable)",
+            Unit::Bytes,
+            overhead_memory.clone(),
+        );
+        let overhead_ratio =
+            Family::<ResourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "overhead_ratio",
+            "Share of the node's used resources not used by brokers (0..1)",
+            overhead_ratio.clone(),
+        );
+        let reserved_share =
+            Family::<ResourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        r.register(
+            "reserved_share",
+            "Share of node capacity withheld from pods (capacity - allocatable) / capacity",
+            reserved_share.clone(),
+        );
+        let node_cpu_cores = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register(
+            "node_cpu_cores",
+            "CPU cores of the node as the OS sees them",
+            node_cpu_cores.clone(),
+        );
+        let overhead_sample_errors = Counter::default();
+        r.register(
+            "overhead_sample_errors",
+            "Overhead samples that failed",
+            overhead_sample_errors.clone(),
+        );
+        for kind in crate::guard::Kind::ALL {
+            guard_violations
+                .get_or_create(&KindLabel { kind: kind.code() })
+                .set(0);
+            let _ = guard_violations_total.get_or_create(&KindLabel { kind: kind.code() });
+        }
         Self {
+            guard_violations_total,
+            guard_violations,
+            guard_evictions,
+            overhead_cpu,
+            overhead_memory,
+            overhead_ratio,
+            reserved_share,
+            node_cpu_cores,
+            overhead_sample_errors,
             registry: r,
             partitions,
             broker_registered,
@@ -167,6 +276,46 @@ impl Metrics {
                 dimension: "cluster",
             })
             .set(gauge(h.racks.cluster_skew.count));
+    }
+
+    /// Publishes one overhead sample.
+    pub fn record_overhead(&self, o: &crate::overhead::Overhead) {
+        self.node_cpu_cores.set(o.node.cpu_cores);
+        let reserved = o.reserved.unwrap_or_default();
+        for (part, cpu, mem) in [
+            ("node", o.node.cpu_used_cores, o.node.memory_used_bytes),
+            ("brokers", o.brokers.cpu_cores, o.brokers.memory_bytes),
+            (
+                "other_pods",
+                o.other_pods.cpu_cores,
+                o.other_pods.memory_bytes,
+            ),
+            (
+                "kubernetes",
+                o.kubernetes.cpu_cores,
+                o.kubernetes.memory_bytes,
+            ),
+            ("rest", o.rest.cpu_cores, o.rest.memory_bytes),
+            ("reserved", reserved.cpu_cores, reserved.memory_bytes),
+        ] {
+            self.overhead_cpu
+                .get_or_create(&PartLabel { part })
+                .set(cpu);
+            self.overhead_memory
+                .get_or_create(&PartLabel { part })
+                .set(i64::try_from(mem).unwrap_or(i64::MAX));
+        }
+        for (resource, ratio, share) in [
+            ("cpu", o.overhead_ratio.cpu, reserved.cpu_share),
+            ("memory", o.overhead_ratio.memory, reserved.memory_share),
+        ] {
+            self.overhead_ratio
+                .get_or_create(&ResourceLabel { resource })
+                .set(ratio);
+            self.reserved_share
+                .get_or_create(&ResourceLabel { resource })
+                .set(share);
+        }
     }
 
     /// The Prometheus text exposition.

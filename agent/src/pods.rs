@@ -164,6 +164,20 @@ impl PodDirectory for KubePods {
                 .and_then(|l| l.get(k))
                 .map(String::as_str)
         };
+        // The store may hold every pod of the node (the guard's watch): only brokers answer.
+        if !self
+            .policy
+            .spec()
+            .brokers
+            .selector
+            .iter()
+            .all(|(k, v)| label(k) == Some(v.as_str()))
+        {
+            return Err(err(format!(
+                "runs on node {} but does not carry the brokers.selector labels",
+                self.node
+            )));
+        }
         let ordinal = kpool_policy::ordinal_of(
             label(kpool_policy::POD_INDEX_LABEL),
             meta.name.as_deref(),

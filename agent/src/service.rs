@@ -64,6 +64,9 @@ pub struct Agent {
     overrides: Mutex<BTreeMap<(String, String), OffsetDateTime>>,
     /// Offenders named per list.
     pub offenders: usize,
+    /// The last overhead sample, and the last sampling error.
+    overhead: RwLock<Option<Arc<crate::overhead::Overhead>>>,
+    overhead_error: Mutex<Option<String>>,
 }
 
 impl Agent {
@@ -78,6 +81,8 @@ impl Agent {
             asked: Mutex::new(BTreeMap::new()),
             overrides: Mutex::new(BTreeMap::new()),
             offenders: health::DEFAULT_OFFENDERS,
+            overhead: RwLock::new(None),
+            overhead_error: Mutex::new(None),
         })
     }
 
@@ -126,6 +131,33 @@ impl Agent {
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }
+    }
+
+    /// Publishes an overhead sample (API and gauges).
+    pub fn publish_overhead(&self, o: crate::overhead::Overhead) {
+        self.metrics.record_overhead(&o);
+        if let Ok(mut l) = self.overhead.write() {
+            *l = Some(Arc::new(o));
+        }
+        if let Ok(mut e) = self.overhead_error.lock() {
+            *e = None;
+        }
+    }
+
+    /// Records a failed overhead sample (the previous one keeps serving).
+    pub fn overhead_failed(&self, error: String) {
+        self.metrics.overhead_sample_errors.inc();
+        if let Ok(mut e) = self.overhead_error.lock() {
+            *e = Some(error);
+        }
+    }
+
+    /// The last overhead sample and the last sampling error.
+    pub fn overhead(&self) -> (Option<Arc<crate::overhead::Overhead>>, Option<String>) {
+        (
+            self.overhead.read().ok().and_then(|o| o.clone()),
+            self.overhead_error.lock().ok().and_then(|e| e.clone()),
+        )
     }
 
     /// Records a failed poll (the previous result stays until it goes stale).

@@ -159,7 +159,7 @@ fn pod(name: &str, index: &str, annotations: &[(&str, &str)]) -> k8s_openapi::ap
     serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": name, "namespace": "streaming",
-            "labels": {"apps.kubernetes.io/pod-index": index},
+            "labels": {"apps.kubernetes.io/pod-index": index, "app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker"},
             "annotations": annotations.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
         }
     }))
@@ -195,6 +195,15 @@ async fn in_cluster_directory_reads_watched_pods_and_overrides() {
         .lookup("streaming", "kafka-9")
         .expect_err("not on this node");
     assert!(missing.to_string().contains("node node-a"), "{missing}");
+    // The store holds every pod of the node (the guard's watch): a non-broker never answers.
+    let mut other = pod("tool-0", "0", &[]);
+    other.metadata.labels = None;
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(other));
+    let not_broker = dir.lookup("streaming", "tool-0").expect_err("not a broker");
+    assert!(
+        not_broker.to_string().contains("brokers.selector"),
+        "{not_broker}"
+    );
 
     let agent = Agent::new(p, Arc::new(dir));
     agent.publish(&snapshot(&[0, 2]), BTreeMap::new());

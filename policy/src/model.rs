@@ -197,6 +197,16 @@ impl Taint {
     }
 }
 
+impl std::fmt::Display for Taint {
+    /// `key=value:Effect`, as `kubectl taint` writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}:{}", self.key, self.effect.as_str()),
+            None => write!(f, "{}:{}", self.key, self.effect.as_str()),
+        }
+    }
+}
+
 impl TaintEffect {
     /// The name Kubernetes uses.
     pub fn as_str(self) -> &'static str {

@@ -108,16 +108,7 @@ fn find_violation(policy: &Policy, pod: &PodView<'_>) -> Option<Violation> {
     let spec = policy.spec();
     let pod_spec = pod.spec.as_ref()?;
     let taint = &spec.pool.taint;
-    let taint_text = format!(
-        "{}{}:{}",
-        taint.key,
-        taint
-            .value
-            .as_deref()
-            .map(|v| format!("={v}"))
-            .unwrap_or_default(),
-        taint.effect.as_str()
-    );
+    let taint_text = taint.to_string();
     let tail = "only brokers (brokers.selector), DaemonSet pods and pods of guard.allowNamespaces or guard.allowServiceAccounts may use the Kafka pool";
     if let Some((i, t)) = pod_spec
         .tolerations

@@ -1,0 +1,67 @@
+//! The node guard: one broker per node, no foreign pods, a compliant node, no rack drift.
+//!
+//! - [`decide`]: the decisions, pure (facts in, violations and actions out);
+//! - [`act`]: the Kubernetes calls (Eviction API, Events) and the audit line;
+//! - [`watch`]: the reflectors over this node's pods and this Node, and the loop.
+
+pub mod act;
+pub mod decide;
+pub mod watch;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+pub use decide::{Action, Decision, Guard, Kind, NodeFacts, PodFacts, Target, Violation};
+
+/// The facts the guard needs from a Pod object.
+pub fn pod_facts(pod: &Pod) -> PodFacts {
+    let meta = &pod.metadata;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    PodFacts {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        created_unix: meta
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0),
+        owner_kinds: meta
+            .owner_references
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|o| o.kind.clone())
+            .collect(),
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        gone: meta.deletion_timestamp.is_some() || matches!(phase, Some("Succeeded" | "Failed")),
+    }
+}
+
+/// The facts the guard needs from the Node object.
+pub fn node_facts(node: &Node) -> NodeFacts {
+    NodeFacts {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        (
+                            t.key.clone(),
+                            t.value.clone().unwrap_or_default(),
+                            t.effect.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,237 @@
+//! The guard's view of its node, kept current by two watches (all pods with
+//! `spec.nodeName=$NODE_NAME`, and this Node), and the loops that act on it: the guard
+//! round and the overhead sampler.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
+
+use super::act::{Actor, EvictOutcome};
+use super::decide::{self, Guard, Kind};
+use crate::metrics::{KindLabel, ResultLabel};
+use crate::overhead::{Allocatable, Sampler};
+use crate::service::Agent;
+
+/// The pods on this node and this Node, from the local reflector caches.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub pods: Store<Pod>,
+    pub node: Store<Node>,
+    pub node_name: String,
+}
+
+impl NodeView {
+    /// Starts both watches; the tasks run until aborted, retrying with backoff, and the
+    /// caches keep their last state while the API server is unreachable.
+    pub fn start(client: kube::Client, node: &str) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        use kube::runtime::{reflector, watcher};
+        let pods_api: kube::Api<Pod> = kube::Api::all(client.clone());
+        let nodes_api: kube::Api<Node> = kube::Api::all(client);
+        let (pods, pod_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let pod_cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let node_cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
+        let tasks = vec![
+            tokio::spawn(drive(
+                reflector(pod_writer, watcher(pods_api, pod_cfg)),
+                "pods",
+                node.to_owned(),
+            )),
+            tokio::spawn(drive(
+                reflector(node_writer, watcher(nodes_api, node_cfg)),
+                "node",
+                node.to_owned(),
+            )),
+        ];
+        (
+            Self {
+                pods,
+                node: nodes,
+                node_name: node.to_owned(),
+            },
+            tasks,
+        )
+    }
+
+    /// The guard's facts about the pods.
+    pub fn pod_facts(&self) -> Vec<decide::PodFacts> {
+        self.pods
+            .state()
+            .iter()
+            .map(|p| super::pod_facts(p))
+            .collect()
+    }
+
+    /// The Node, once seen.
+    pub fn node(&self) -> Option<Arc<Node>> {
+        self.node.state().into_iter().next()
+    }
+
+    /// Uids of the broker pods on the node (by `brokers.selector`).
+    pub fn broker_uids(&self, policy: &kpool_policy::Policy) -> BTreeSet<String> {
+        let sel = &policy.spec().brokers.selector;
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| {
+                let labels = p.metadata.labels.as_ref();
+                sel.iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect()
+    }
+}
+
+async fn drive<S, K>(stream: S, what: &'static str, node: String)
+where
+    S: futures::Stream<
+            Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
+        >,
+{
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    stream
+        .default_backoff()
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, %node, what, "watch error; retrying with backoff");
+            }
+            std::future::ready(())
+        })
+        .await;
+}
+
+/// Writes an audit line to stdout.
+pub fn emit_audit(record: &kpool_policy::audit::AuditRecord) {
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(record.to_line().as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        tracing::error!("cannot write an audit line to stdout");
+    }
+}
+
+/// One guard round over `pods` and `node`: finds violations, keeps the gauges current, and
+/// acts on what is due. Returns the audit records written.
+pub async fn round(
+    agent: &Agent,
+    guard: &mut Guard,
+    actor: &Actor,
+    node: &decide::NodeFacts,
+    pods: &[decide::PodFacts],
+    now: Instant,
+) -> Vec<kpool_policy::audit::AuditRecord> {
+    let policy = agent.policy();
+    let found = decide::violations(policy, node, pods);
+    let m = agent.metrics();
+    for kind in Kind::ALL {
+        let n = found.iter().filter(|v| v.kind == kind).count();
+        m.guard_violations
+            .get_or_create(&KindLabel { kind: kind.code() })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let mut records = Vec::new();
+    for d in guard.decide(policy.spec().mode, found, now) {
+        let (record, outcome) = actor.apply(&d, policy).await;
+        m.guard_violations_total
+            .get_or_create(&KindLabel {
+                kind: d.violation.kind.code(),
+            })
+            .inc();
+        if let Some(o) = &outcome {
+            m.guard_evictions
+                .get_or_create(&ResultLabel { result: o.code() })
+                .inc();
+            if matches!(o, EvictOutcome::Blocked { .. } | EvictOutcome::Failed(_)) {
+                tracing::warn!(violation = %d.violation.message, outcome = ?o, "eviction did not happen");
+            }
+        }
+        emit_audit(&record);
+        records.push(record);
+    }
+    records
+}
+
+/// Runs guard rounds every `interval` until `shutdown` turns true.
+pub async fn guard_loop(
+    agent: Arc<Agent>,
+    view: NodeView,
+    actor: Actor,
+    mut guard: Guard,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Acting on a half-filled cache would miss the older broker: wait for both lists.
+    tokio::select! {
+        _ = async { let _ = view.pods.wait_until_ready().await; let _ = view.node.wait_until_ready().await; } => {}
+        _ = shutdown.changed() => return,
+    }
+    loop {
+        match view.node() {
+            Some(node) => {
+                let facts = super::node_facts(&node);
+                round(
+                    &agent,
+                    &mut guard,
+                    &actor,
+                    &facts,
+                    &view.pod_facts(),
+                    Instant::now(),
+                )
+                .await;
+            }
+            None => {
+                tracing::warn!(node = %view.node_name, "node object not found; guard round skipped")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Samples overhead every `interval` until `shutdown` turns true. `context` gives the
+/// broker uids and the Node's allocatable at each sample (empty and `None` standalone).
+pub async fn overhead_loop<F>(
+    agent: Arc<Agent>,
+    mut sampler: Sampler,
+    interval: Duration,
+    context: F,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: Fn() -> (BTreeSet<String>, Option<Allocatable>) + Send,
+{
+    // The first sample comes soon (a second of CPU time to measure over) so a fresh agent
+    // has something to show; then every `interval`.
+    let mut delay = interval.min(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        delay = interval;
+        let (brokers, allocatable) = context();
+        match sampler.sample(&brokers, allocatable) {
+            Ok(o) => agent.publish_overhead(o),
+            Err(e) => {
+                tracing::warn!(error = %e, "overhead sample failed");
+                agent.overhead_failed(e.to_string());
+            }
+        }
+    }
+}
