@@ -350,12 +350,10 @@ pub async fn poll_loop<S: SnapshotSource>(
 
 async fn read_broker_states(agent: &Agent, timeout: Duration) -> BTreeMap<i32, BrokerState> {
     let mut states = BTreeMap::new();
-    let Some(source) = &agent.policy.spec().readiness.broker_state else {
-        return states;
-    };
-    let Ok(template) =
-        kpool_policy::Template::compile(&source.url_template, kpool_policy::ALL_VARS, false)
-    else {
+    let (Some(source), Some(template)) = (
+        &agent.policy.spec().readiness.broker_state,
+        agent.policy.broker_state_url(),
+    ) else {
         return states;
     };
     for (id, namespace, pod) in agent.asked_pods() {

@@ -38,6 +38,7 @@ pub struct Policy {
     sidecar_volumes: Vec<JsonTemplate>,
     sidecar_name: String,
     sidecar_volume_names: Vec<String>,
+    broker_state_url: Option<Template>,
 }
 
 impl Policy {
@@ -78,6 +79,7 @@ impl Policy {
             sidecar_volumes: compiled.sidecar_volumes,
             sidecar_name: compiled.sidecar_name,
             sidecar_volume_names: compiled.sidecar_volume_names,
+            broker_state_url: compiled.broker_state_url,
             spec,
         })
     }
@@ -105,6 +107,11 @@ impl Policy {
     /// Names of the sidecar's volumes.
     pub fn sidecar_volume_names(&self) -> &[String] {
         &self.sidecar_volume_names
+    }
+
+    /// The JMX exporter URL of a broker (`readiness.brokerState.urlTemplate`), compiled.
+    pub fn broker_state_url(&self) -> Option<&Template> {
+        self.broker_state_url.as_ref()
     }
 
     /// The compiled sidecar container template.

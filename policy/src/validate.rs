@@ -134,6 +134,7 @@ pub(crate) struct Compiled {
     pub sidecar_volumes: Vec<JsonTemplate>,
     pub sidecar_name: String,
     pub sidecar_volume_names: Vec<String>,
+    pub broker_state_url: Option<Template>,
 }
 
 #[derive(Default)]
@@ -366,13 +367,16 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
     if r.stale_after_seconds == 0 {
         e.push("readiness.staleAfterSeconds", "must be at least 1, found 0");
     }
+    let mut broker_state_url = None;
     if let Some(b) = &r.broker_state {
-        if let Err(err) = Template::compile(&b.url_template, ALL_VARS, false) {
-            e.push(
+        match Template::compile(&b.url_template, ALL_VARS, false) {
+            Err(err) => e.push(
                 "readiness.brokerState.urlTemplate",
                 format!("{:?}: {err}", b.url_template),
-            );
-        } else if !b.url_template.starts_with("http://") {
+            ),
+            Ok(t) => broker_state_url = Some(t),
+        }
+        if broker_state_url.is_some() && !b.url_template.starts_with("http://") {
             e.push(
                 "readiness.brokerState.urlTemplate",
                 format!(
@@ -429,6 +433,7 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
             sidecar_volumes,
             sidecar_name,
             sidecar_volume_names,
+            broker_state_url,
         })
     } else {
         Err(e.0)
