@@ -2,4 +2,5 @@
 //! server as `support::kafka_server`.
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod kafka_server;
