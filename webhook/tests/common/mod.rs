@@ -1,6 +1,8 @@
 //! Helpers shared by the engine tests.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use kpool_policy::{DEFAULT_POLICY_YAML, Policy};
 use kpool_webhook::inject::{Context, Injector, Outcome};
 use kpool_webhook::offline::apply_patch;
