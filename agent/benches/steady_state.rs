@@ -17,7 +17,8 @@ use http::{Request, Response};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kpool_agent::guard::Guard;
 use kpool_agent::guard::act::{Actor, Retry};
-use kpool_agent::guard::watch::{NodeView, guard_loop, overhead_loop};
+use kpool_agent::guard::watch::{guard_loop, overhead_loop};
+use kpool_agent::nodeview::NodeView;
 use kpool_agent::overhead::{Sampler, allocatable_of};
 use kpool_agent::pods::Standalone;
 use kpool_agent::service::Agent;
@@ -79,11 +80,7 @@ async fn run(seconds: u64) {
     node_writer.apply_watcher_event(&watcher::Event::Init);
     node_writer.apply_watcher_event(&watcher::Event::InitApply(support::node()));
     node_writer.apply_watcher_event(&watcher::Event::InitDone);
-    let view = NodeView {
-        pods,
-        node: nodes,
-        node_name: "pool-1".into(),
-    };
+    let view = NodeView::from_stores(pods, nodes, "pool-1");
     assert_eq!(view.pod_facts().len(), support::PODS);
 
     // A mock API server: a compliant node makes no calls, and any call would be counted.

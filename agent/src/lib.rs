@@ -5,6 +5,7 @@
 //! - `service`: the cache of the last evaluated poll and the poll loop.
 //! - `api`: the read-only HTTP API the probe asks.
 //! - `pods`, `overrides`, `jmx`: pod → broker mapping, the operator override, BrokerState.
+//! - `nodeview`: this node's pods and Node from Kubernetes watches, and their contact.
 //! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
 
@@ -14,6 +15,7 @@ pub mod health;
 pub mod jmx;
 pub mod kafka;
 pub mod metrics;
+pub mod nodeview;
 pub mod overhead;
 pub mod overrides;
 pub mod pods;

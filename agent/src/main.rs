@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use kpool_agent::guard::Guard;
 use kpool_agent::guard::act::{Actor, Retry};
-use kpool_agent::guard::watch::{NodeView, guard_loop, overhead_loop};
+use kpool_agent::guard::watch::{guard_loop, overhead_loop};
 use kpool_agent::kafka::{KafkaClient, KafkaConfig, TlsSettings, parse_bootstrap};
+use kpool_agent::nodeview::NodeView;
 use kpool_agent::overhead::{Sampler, allocatable_of};
 use kpool_agent::pods::Standalone;
 use kpool_agent::service::{Agent, SnapshotSource, poll_loop};
@@ -173,7 +174,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             // One watch of every pod on the node serves both the probe's broker lookups
             // and the guard.
             let (view, watches) = NodeView::start(client.clone(), &node);
-            let pods = kpool_agent::pods::KubePods::from_store(view.pods.clone(), &node, policy.clone());
+            let pods = kpool_agent::pods::KubePods::from_view(&view, policy.clone());
             tracing::info!(%node, "watching the pods of this node and the node");
             (Arc::new(pods) as Arc<dyn kpool_agent::pods::PodDirectory>, Some((view, watches, client, node)))
         };

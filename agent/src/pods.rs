@@ -1,8 +1,11 @@
 //! Which broker a pod is, and its annotations (for the readiness override).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use kpool_policy::{Policy, name_suffix_ordinal};
+
+use crate::nodeview::{NodeView, Outage, WatchHealth};
 
 /// What the agent needs to know about a broker pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,12 @@ pub enum LookupError {
 pub trait PodDirectory: Send + Sync + std::fmt::Debug {
     /// The broker behind pod `namespace/pod`.
     fn lookup(&self, namespace: &str, pod: &str) -> Result<PodInfo, LookupError>;
+
+    /// How long the source of these answers has been out of contact, if it is (in a
+    /// cluster: the Kubernetes API server behind the pod watch).
+    fn outage(&self, _now: Instant) -> Option<Outage> {
+        None
+    }
 }
 
 /// No Kubernetes API: the broker id is `brokers.idBase` + the ordinal in the pod's name,
@@ -73,63 +82,31 @@ impl PodDirectory for Standalone {
     }
 }
 
-/// In a cluster: the broker pods on this node, kept current by a Kubernetes watch (field
-/// selector `spec.nodeName`, the broker selector's labels). Lookups read the local cache,
-/// so the probe's path never waits on the API server; the last known state keeps serving
-/// while the API server is unreachable.
+/// In a cluster: the broker pods on this node, from the node view's pod cache
+/// ([`crate::nodeview`]). Lookups read the local cache, so the probe's path never waits on
+/// the API server; the last known state keeps serving while the API server is unreachable,
+/// and [`PodDirectory::outage`] says for how long.
 #[derive(Debug, Clone)]
 pub struct KubePods {
     store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+    health: WatchHealth,
     policy: Arc<Policy>,
     node: String,
 }
 
 impl KubePods {
-    /// Starts watching broker pods on `node`; the returned task runs until aborted.
-    pub fn start(
-        client: kube::Client,
-        node: &str,
-        policy: Arc<Policy>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        use futures::StreamExt as _;
-        use kube::runtime::{WatchStreamExt as _, reflector, watcher};
-
-        let labels: Vec<String> = policy
-            .spec()
-            .brokers
-            .selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let config = watcher::Config::default()
-            .fields(&format!("spec.nodeName={node}"))
-            .labels(&labels.join(","));
-        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(client);
-        let (store, writer) = reflector::store();
-        let node_name = node.to_owned();
-        let task = tokio::spawn(async move {
-            reflector(writer, watcher(api, config))
-                .default_backoff()
-                .applied_objects()
-                .for_each(|r| {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, node = %node_name, "pod watch error; retrying with backoff");
-                    }
-                    std::future::ready(())
-                })
-                .await;
-        });
-        (
-            Self {
-                store,
-                policy,
-                node: node.to_owned(),
-            },
-            task,
-        )
+    /// A directory over the node view's pod cache and watch.
+    pub fn from_view(view: &NodeView, policy: Arc<Policy>) -> Self {
+        Self {
+            store: view.pods.clone(),
+            health: view.pods_health.clone(),
+            policy,
+            node: view.node_name.clone(),
+        }
     }
 
-    /// A directory over an existing store (tests feed it watch events directly).
+    /// A directory over an existing store, always in contact (tests feed it watch events
+    /// directly).
     pub fn from_store(
         store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
         node: &str,
@@ -137,6 +114,7 @@ impl KubePods {
     ) -> Self {
         Self {
             store,
+            health: WatchHealth::default(),
             policy,
             node: node.to_owned(),
         }
@@ -144,6 +122,10 @@ impl KubePods {
 }
 
 impl PodDirectory for KubePods {
+    fn outage(&self, now: Instant) -> Option<Outage> {
+        self.health.outage(now)
+    }
+
     fn lookup(&self, namespace: &str, pod: &str) -> Result<PodInfo, LookupError> {
         let err = |reason: String| LookupError::NotABroker {
             namespace: namespace.to_owned(),

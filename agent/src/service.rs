@@ -188,6 +188,7 @@ impl Agent {
         self.track_override(namespace, pod, &status);
         let readiness = &self.policy.spec().readiness;
         let age = latest.as_ref().map(|e| e.polled_at.elapsed());
+        let pods_outage = self.pods.outage(Instant::now());
         let verdict = health::verdict(Inputs {
             health: latest.as_ref().map(|e| &e.health),
             age: age.unwrap_or(Duration::MAX),
@@ -198,6 +199,7 @@ impl Agent {
                 .as_ref()
                 .and_then(|e| e.broker_states.get(&info.broker_id).copied()),
             active_override: active,
+            pods_outage: pods_outage.as_ref(),
         });
         self.metrics
             .pod_ready

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use kpool_agent::health::{BrokerState, Inputs, VerdictMode, evaluate, verdict};
+use kpool_agent::nodeview::Outage;
 use kpool_agent::overrides::Override;
 use kpool_agent::snapshot::{Broker, Partition, Snapshot, Topic};
 use kpool_policy::Policy;
@@ -76,6 +77,7 @@ fn inputs<'a>(h: &'a kpool_agent::health::Health, id: i32) -> Inputs<'a> {
         mode: VerdictMode::Broker,
         state: None,
         active_override: None,
+        pods_outage: None,
     }
 }
 
@@ -288,6 +290,46 @@ fn stale_missing_state_and_override() {
     let mut i = inputs(&h, 0);
     i.state = Some(BrokerState::Running);
     assert!(verdict(i).reasons[0].starts_with("ready: broker 0 registered and running"));
+}
+
+#[test]
+fn kubernetes_outage_keeps_the_verdict_within_the_bound_then_is_stale_even_with_an_override() {
+    let h = evaluate(&healthy(), &policy(), 10);
+    let o = Override {
+        until: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        until_text: "2026-11-21T13:00:00Z".into(),
+        reason: "INC-42".into(),
+    };
+    let short = Outage {
+        for_: Duration::from_secs(29),
+        last_error: "connection refused".into(),
+        failures: 3,
+    };
+    let mut i = inputs(&h, 0);
+    i.pods_outage = Some(&short);
+    assert!(verdict(i).ready, "within the bound the last verdict stands");
+    i.active_override = Some(&o);
+    assert_eq!(
+        verdict(i).override_until.as_deref(),
+        Some("2026-11-21T13:00:00Z")
+    );
+
+    let long = Outage {
+        for_: Duration::from_secs(31),
+        ..short.clone()
+    };
+    let mut i = inputs(&h, 0);
+    i.pods_outage = Some(&long);
+    i.active_override = Some(&o);
+    let v = verdict(i);
+    assert!(!v.ready);
+    assert_eq!(v.override_until, None);
+    assert_eq!(
+        v.reasons,
+        [
+            "stale: no contact with the Kubernetes API for 31s (bound 30s; 3 failed attempts, last: connection refused)"
+        ]
+    );
 }
 
 // ---- brute-force recount ----

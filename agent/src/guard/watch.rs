@@ -1,111 +1,19 @@
-//! The guard's view of its node, kept current by two watches (all pods with
-//! `spec.nodeName=$NODE_NAME`, and this Node), and the loops that act on it: the guard
-//! round and the overhead sampler.
+//! The loops that act on the node view ([`crate::nodeview`]): the guard round and the
+//! overhead sampler.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
 use super::act::{Actor, EvictOutcome};
 use super::decide::{self, Guard, Kind};
 use crate::metrics::{KindLabel, ResultLabel};
+use crate::nodeview::NodeView;
 use crate::overhead::{Allocatable, Sampler};
 use crate::service::Agent;
-
-/// The pods on this node and this Node, from the local reflector caches.
-#[derive(Debug, Clone)]
-pub struct NodeView {
-    pub pods: Store<Pod>,
-    pub node: Store<Node>,
-    pub node_name: String,
-}
-
-impl NodeView {
-    /// Starts both watches; the tasks run until aborted, retrying with backoff, and the
-    /// caches keep their last state while the API server is unreachable.
-    pub fn start(client: kube::Client, node: &str) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        use kube::runtime::{reflector, watcher};
-        let pods_api: kube::Api<Pod> = kube::Api::all(client.clone());
-        let nodes_api: kube::Api<Node> = kube::Api::all(client);
-        let (pods, pod_writer) = reflector::store();
-        let (nodes, node_writer) = reflector::store();
-        let pod_cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-        let node_cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
-        let tasks = vec![
-            tokio::spawn(drive(
-                reflector(pod_writer, watcher(pods_api, pod_cfg)),
-                "pods",
-                node.to_owned(),
-            )),
-            tokio::spawn(drive(
-                reflector(node_writer, watcher(nodes_api, node_cfg)),
-                "node",
-                node.to_owned(),
-            )),
-        ];
-        (
-            Self {
-                pods,
-                node: nodes,
-                node_name: node.to_owned(),
-            },
-            tasks,
-        )
-    }
-
-    /// The guard's facts about the pods.
-    pub fn pod_facts(&self) -> Vec<decide::PodFacts> {
-        self.pods
-            .state()
-            .iter()
-            .map(|p| super::pod_facts(p))
-            .collect()
-    }
-
-    /// The Node, once seen.
-    pub fn node(&self) -> Option<Arc<Node>> {
-        self.node.state().into_iter().next()
-    }
-
-    /// Uids of the broker pods on the node (by `brokers.selector`).
-    pub fn broker_uids(&self, policy: &kpool_policy::Policy) -> BTreeSet<String> {
-        let sel = &policy.spec().brokers.selector;
-        self.pods
-            .state()
-            .iter()
-            .filter(|p| {
-                let labels = p.metadata.labels.as_ref();
-                sel.iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-            })
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect()
-    }
-}
-
-async fn drive<S, K>(stream: S, what: &'static str, node: String)
-where
-    S: futures::Stream<
-            Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
-        >,
-{
-    use futures::StreamExt as _;
-    use kube::runtime::WatchStreamExt as _;
-    stream
-        .default_backoff()
-        .for_each(|r| {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, %node, what, "watch error; retrying with backoff");
-            }
-            std::future::ready(())
-        })
-        .await;
-}
 
 /// Writes an audit line to stdout.
 pub fn emit_audit(record: &kpool_policy::audit::AuditRecord) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Health;
+use crate::nodeview::Outage;
 use crate::overrides::Override;
 
 pub use kpool_policy::model::VerdictMode;
@@ -92,11 +93,32 @@ pub struct Inputs<'a> {
     pub state: Option<BrokerState>,
     /// An active operator override.
     pub active_override: Option<&'a Override>,
+    /// How long the Kubernetes pod watch has been failing, if it is: the pod → broker
+    /// mapping and the override annotation come from it.
+    pub pods_outage: Option<&'a Outage>,
 }
 
-/// Decides readiness: an active override wins; a stale or missing poll is not-ready;
-/// otherwise Kafka's state decides.
+/// Decides readiness: a pod view out of contact with Kubernetes for longer than the
+/// staleness bound is not-ready (even an override: it came from that view); then an active
+/// override wins; a stale or missing poll is not-ready; otherwise Kafka's state decides.
 pub fn verdict(i: Inputs<'_>) -> Verdict {
+    if let Some(o) = i.pods_outage
+        && o.for_ > i.stale_after
+    {
+        return Verdict {
+            ready: false,
+            broker_id: i.broker_id,
+            reasons: vec![format!(
+                "stale: no contact with the Kubernetes API for {}s (bound {}s; {} failed attempts, last: {})",
+                o.for_.as_secs(),
+                i.stale_after.as_secs(),
+                o.failures,
+                o.last_error
+            )],
+            override_until: None,
+            without_override: None,
+        };
+    }
     let kafka = kafka_verdict(&i);
     match i.active_override {
         Some(o) => Verdict {

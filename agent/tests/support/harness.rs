@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt as _;
 use kpool_agent::kafka::{KafkaClient, KafkaConfig};
-use kpool_agent::pods::Standalone;
+use kpool_agent::pods::{PodDirectory, Standalone};
 use kpool_agent::service::{Agent, SnapshotSource, poll_loop};
 use kpool_agent::snapshot::Snapshot;
 use kpool_policy::{DEFAULT_POLICY_YAML, Policy};
@@ -37,17 +37,28 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(bootstrap: String) -> Self {
+    /// The harness's policy: the built-in default with a 1 s staleness bound.
+    pub fn policy() -> Arc<Policy> {
         let policy =
             DEFAULT_POLICY_YAML.replacen("staleAfterSeconds: 30", "staleAfterSeconds: 1", 1);
-        let policy = Arc::new(Policy::from_yaml(&policy, "test").expect("policy"));
+        Arc::new(Policy::from_yaml(&policy, "test").expect("policy"))
+    }
+
+    /// The agent with pods mapped by name (standalone).
+    pub fn start(bootstrap: String) -> Self {
+        let policy = Self::policy();
+        Self::start_with(bootstrap, policy.clone(), Arc::new(Standalone::new(policy)))
+    }
+
+    /// The agent with `pods` as its pod directory.
+    pub fn start_with(bootstrap: String, policy: Arc<Policy>, pods: Arc<dyn PodDirectory>) -> Self {
         let client = KafkaClient::new(KafkaConfig {
             bootstrap: vec![bootstrap],
             timeout: TIMEOUT,
             ..KafkaConfig::default()
         })
         .expect("client");
-        let agent = Agent::new(policy.clone(), Arc::new(Standalone::new(policy)));
+        let agent = Agent::new(policy, pods);
         let (stop, stop_rx) = watch::channel(false);
         let poller = tokio::spawn(poll_loop(
             agent.clone(),

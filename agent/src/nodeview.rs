@@ -1,0 +1,224 @@
+//! The agent's view of its node from the Kubernetes API: every pod with
+//! `spec.nodeName=$NODE_NAME` and this Node, each in a local reflector cache kept current by
+//! a watch. The probe's broker lookups and the guard both read these caches, so nothing on
+//! the probe's path waits on the API server.
+//!
+//! While the API server is unreachable the caches keep their last state, and
+//! [`WatchHealth`] says for how long the pod watch has been failing: the readiness verdict
+//! goes stale once that passes the policy's staleness bound (the override annotations and
+//! the pod → broker mapping it relies on may have changed meanwhile).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+
+use crate::guard::decide;
+
+/// Whether a watch is in contact with the API server.
+///
+/// A watch that streams no events is healthy: only errors count. After an error the watch
+/// starts over with a fresh list, so contact is proven again by the list's completion
+/// rather than assumed from silence.
+#[derive(Debug, Clone, Default)]
+pub struct WatchHealth(Arc<Mutex<HealthState>>);
+
+#[derive(Debug, Default)]
+struct HealthState {
+    failing_since: Option<Instant>,
+    last_error: Option<String>,
+    failures: u64,
+}
+
+/// A watch that has been failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    /// Since the first failure after the last success.
+    pub for_: Duration,
+    /// The last error, as the client reported it.
+    pub last_error: String,
+    /// Failed attempts since the last success.
+    pub failures: u64,
+}
+
+impl WatchHealth {
+    /// Records contact with the API server (an event, or a completed list).
+    pub fn ok(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.failing_since = None;
+            s.last_error = None;
+            s.failures = 0;
+        }
+    }
+
+    /// Records a failed watch or list at `now`.
+    pub fn failed(&self, now: Instant, error: String) {
+        if let Ok(mut s) = self.0.lock() {
+            s.failing_since.get_or_insert(now);
+            s.last_error = Some(error);
+            s.failures += 1;
+        }
+    }
+
+    /// The current outage, if the watch is failing.
+    pub fn outage(&self, now: Instant) -> Option<Outage> {
+        let s = self.0.lock().ok()?;
+        let since = s.failing_since?;
+        Some(Outage {
+            for_: now.saturating_duration_since(since),
+            last_error: s.last_error.clone().unwrap_or_default(),
+            failures: s.failures,
+        })
+    }
+}
+
+/// The pods on this node and this Node, from the local reflector caches.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub pods: Store<Pod>,
+    pub node: Store<Node>,
+    pub node_name: String,
+    /// Contact of the pod watch (the one verdicts depend on).
+    pub pods_health: WatchHealth,
+}
+
+/// How long a failed watch waits before starting over: doubling from `FIRST_RETRY` up to
+/// `MAX_RETRY`, back to the start after a success.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+impl NodeView {
+    /// Starts both watches; the tasks run until aborted, retrying with backoff, and the
+    /// caches keep their last state while the API server is unreachable.
+    pub fn start(client: kube::Client, node: &str) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let pods_api: kube::Api<Pod> = kube::Api::all(client.clone());
+        let nodes_api: kube::Api<Node> = kube::Api::all(client);
+        let (pods, pod_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let pods_health = WatchHealth::default();
+        let pod_cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let node_cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
+        let tasks = vec![
+            tokio::spawn(follow(
+                pods_api,
+                pod_cfg,
+                pod_writer,
+                pods_health.clone(),
+                "pods",
+                node.to_owned(),
+            )),
+            tokio::spawn(follow(
+                nodes_api,
+                node_cfg,
+                node_writer,
+                WatchHealth::default(),
+                "node",
+                node.to_owned(),
+            )),
+        ];
+        (
+            Self {
+                pods,
+                node: nodes,
+                node_name: node.to_owned(),
+                pods_health,
+            },
+            tasks,
+        )
+    }
+
+    /// A view over caches filled some other way (tests and benches feed them directly).
+    pub fn from_stores(pods: Store<Pod>, node: Store<Node>, node_name: &str) -> Self {
+        Self {
+            pods,
+            node,
+            node_name: node_name.to_owned(),
+            pods_health: WatchHealth::default(),
+        }
+    }
+
+    /// The guard's facts about the pods.
+    pub fn pod_facts(&self) -> Vec<decide::PodFacts> {
+        self.pods
+            .state()
+            .iter()
+            .map(|p| crate::guard::pod_facts(p))
+            .collect()
+    }
+
+    /// The Node, once seen.
+    pub fn node(&self) -> Option<Arc<Node>> {
+        self.node.state().into_iter().next()
+    }
+
+    /// Uids of the broker pods on the node (by `brokers.selector`).
+    pub fn broker_uids(&self, policy: &kpool_policy::Policy) -> BTreeSet<String> {
+        let sel = &policy.spec().brokers.selector;
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| {
+                let labels = p.metadata.labels.as_ref();
+                sel.iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect()
+    }
+}
+
+/// Keeps `writer` current from a watch of `api`. Any error ends that watch: after a backoff
+/// a new one lists from scratch, which both repairs the cache (objects deleted meanwhile
+/// go) and proves contact again.
+async fn follow<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    mut writer: reflector::store::Writer<K>,
+    health: WatchHealth,
+    what: &'static str,
+    node: String,
+) where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut retry = FIRST_RETRY;
+    loop {
+        let mut events = watcher(api.clone(), config.clone()).boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    if matches!(
+                        event,
+                        watcher::Event::InitDone
+                            | watcher::Event::Apply(_)
+                            | watcher::Event::Delete(_)
+                    ) {
+                        if health.outage(Instant::now()).is_some() {
+                            tracing::info!(%node, what, "watch back in contact with the API server");
+                        }
+                        health.ok();
+                        retry = FIRST_RETRY;
+                    }
+                    writer.apply_watcher_event(&event);
+                }
+                Err(e) => {
+                    health.failed(Instant::now(), e.to_string());
+                    tracing::warn!(error = %e, %node, what, retry_in_ms = retry.as_millis(), "watch error; the cache keeps its last state and the watch starts over");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(MAX_RETRY);
+    }
+}
