@@ -192,6 +192,7 @@ fn no_poll(agent: &Agent) -> String {
 }
 
 async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    agent.refresh_scrape_gauges();
     (
         [(
             header::CONTENT_TYPE,

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub poll_duration: Histogram,
     pub poll_errors: Counter,
     pub last_success: Gauge,
+    /// Seconds the Kubernetes pod watch has been out of contact (0 when in contact).
+    pub kube_watch_outage: Gauge,
     pub active_overrides: Gauge,
     /// Violations acted on (Event, audit line, eviction when enforcing), by kind.
     pub guard_violations_total: Family<KindLabel, Counter>,
@@ -149,6 +151,12 @@ impl Metrics {
             "kafka_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful Kafka poll",
             last_success.clone(),
+        );
+        let kube_watch_outage = Gauge::default();
+        r.register(
+            "kube_pod_watch_outage_seconds",
+            "How long the watch of this node's pods has been out of contact with the Kubernetes API (0: in contact); verdicts go stale past readiness.staleAfterSeconds",
+            kube_watch_outage.clone(),
         );
         let active_overrides = Gauge::default();
         r.register(
@@ -239,6 +247,7 @@ impl Metrics {
             poll_duration,
             poll_errors,
             last_success,
+            kube_watch_outage,
             active_overrides,
         }
     }

@@ -1,99 +1,24 @@
 //! The guard's Kubernetes calls against a kube-rs `tower-test` mock API server that records
-//! every request: the exact Eviction (policy/v1) and Event (events.k8s.io/v1) requests,
-//! retry on 429, audit mode that never evicts, no eviction loop across rounds.
+//! every request (`support::fake_api`): the exact Eviction (policy/v1) and Event
+//! (events.k8s.io/v1) requests, retry on 429, audit mode that never evicts, no eviction
+//! loop across rounds; and the whole production loop (node view watches → guard rounds →
+//! eviction) when a second broker lands on the node.
+
+mod support;
 
 use std::collections::BTreeMap;
-use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
 use kpool_agent::guard::act::{Actor, EvictOutcome, Retry};
 use kpool_agent::guard::decide::{Guard, NodeFacts, PodFacts};
-use kpool_agent::guard::watch::round;
+use kpool_agent::guard::watch::{guard_loop, round};
+use kpool_agent::nodeview::NodeView;
 use kpool_agent::pods::Standalone;
 use kpool_agent::service::Agent;
 use kpool_policy::Policy;
-use kube::client::Body;
 use serde_json::{Value, json};
-
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    body: Value,
-}
-
-/// A fake API server: answers evictions with the scripted status codes (then 201), Events
-/// with 201, and records everything.
-#[derive(Clone, Default)]
-struct FakeApi {
-    log: Arc<Mutex<Vec<Recorded>>>,
-    eviction_codes: Arc<Mutex<Vec<u16>>>,
-}
-
-fn respond(code: u16, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(code).expect("code"))
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).expect("json")))
-        .expect("response")
-}
-
-impl FakeApi {
-    fn with_evictions(codes: &[u16]) -> Self {
-        let f = Self::default();
-        *f.eviction_codes.lock().expect("lock") = codes.to_vec();
-        f
-    }
-
-    fn log(&self) -> Vec<Recorded> {
-        self.log.lock().expect("lock").clone()
-    }
-
-    fn client(&self) -> kube::Client {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = self.clone();
-        tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            while let Some((request, send)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let bytes = body.collect_bytes().await.expect("body");
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let path = parts.uri.path().to_owned();
-                fake.log.lock().expect("lock").push(Recorded {
-                    method: parts.method.to_string(),
-                    path: path.clone(),
-                    body: body.clone(),
-                });
-                let response = if path.ends_with("/eviction") {
-                    let code = {
-                        let mut codes = fake.eviction_codes.lock().expect("lock");
-                        if codes.is_empty() {
-                            201
-                        } else {
-                            codes.remove(0)
-                        }
-                    };
-                    if code == 201 {
-                        respond(201, &body)
-                    } else {
-                        respond(
-                            code,
-                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                "message": "Cannot evict pod as it would violate the pod's disruption budget.",
-                                "reason": "TooManyRequests", "code": code}),
-                        )
-                    }
-                } else {
-                    respond(201, &body)
-                };
-                send.send_response(response);
-            }
-        });
-        kube::Client::new(service, "default")
-    }
-}
+use support::fake_api::FakeApi;
 
 fn fast_retry() -> Retry {
     Retry {
@@ -400,4 +325,95 @@ async fn node_event_when_no_broker_is_there() {
         json!({"apiVersion": "v1", "kind": "Node", "name": "pool-1"})
     );
     assert_eq!(log[0].body["reason"], "KpoolNodeNotCompliant");
+}
+
+fn pod_json(name: &str, created: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": "streaming", "uid": format!("uid-{name}"),
+            "creationTimestamp": created,
+            "labels": {"app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker",
+                "topology.kubernetes.io/zone": "eu-west-1a"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "kafka",
+                "uid": "uid-sts", "controller": true}]
+        },
+        "spec": {"nodeName": "pool-1", "serviceAccountName": "kafka",
+            "containers": [{"name": "kafka", "image": "kafka"}]},
+        "status": {"phase": "Running"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_loop_over_the_watches_evicts_a_second_broker_once_when_it_lands() {
+    let fake = FakeApi::default();
+    fake.set_node(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "pool-1", "resourceVersion": "1",
+            "labels": {"dedicated": "kafka", "topology.kubernetes.io/zone": "eu-west-1a"}},
+        "spec": {"taints": [{"key": "dedicated", "value": "kafka", "effect": "NoSchedule"}]}
+    }));
+    fake.set_pods(vec![pod_json("kafka-0", "2026-11-20T10:00:00Z")]);
+    let client = fake.client();
+    let (view, watches) = NodeView::start(client.clone(), "pool-1");
+    let agent = agent(Policy::builtin().expect("policy"));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let guard = tokio::spawn(guard_loop(
+        agent.clone(),
+        view.clone(),
+        Actor::new(client, "pool-1", fast_retry()),
+        Guard::new(Duration::from_secs(300)),
+        Duration::from_millis(50),
+        stop_rx,
+    ));
+
+    // A compliant node with one broker: several rounds, not one write.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+
+    // A second broker lands (a watch event): evicted once, with its Event.
+    fake.add_pod(pod_json("kafka-3", "2026-11-21T10:00:00Z"));
+    let start = Instant::now();
+    while fake.writes().len() < 2 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await; // more rounds: nothing new
+    let writes: Vec<(String, String)> = fake
+        .writes()
+        .into_iter()
+        .map(|r| {
+            (
+                r.path,
+                r.body["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            (
+                "/api/v1/namespaces/streaming/pods/kafka-3/eviction".to_owned(),
+                String::new()
+            ),
+            (
+                "/apis/events.k8s.io/v1/namespaces/streaming/events".to_owned(),
+                "KpoolSecondBroker".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(fake.writes()[0].body, expected_eviction("kafka-3"));
+    assert_eq!(
+        fake.lists.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one list each of pods and node; kafka-3 came as a watch event"
+    );
+
+    stop.send(true).expect("stop");
+    tokio::time::timeout(Duration::from_secs(5), guard)
+        .await
+        .expect("the guard loop stops promptly")
+        .expect("guard task");
+    for w in watches {
+        w.abort();
+    }
 }

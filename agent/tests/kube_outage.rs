@@ -8,16 +8,14 @@
 
 mod support;
 
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
 use kpool_agent::nodeview::NodeView;
 use kpool_agent::pods::KubePods;
-use kube::client::Body;
 use serde_json::{Value, json};
+use support::fake_api::FakeApi;
 use support::harness::Running;
 use support::kafka_server::{ClusterState, TestKafka};
 
@@ -40,94 +38,6 @@ fn broker_pod(name: &str, index: u32) -> Value {
     })
 }
 
-/// What the fake API server serves, and whether it is reachable.
-#[derive(Clone, Default)]
-struct FakeApi {
-    pods: Arc<Mutex<Vec<Value>>>,
-    down: Arc<AtomicBool>,
-    lists: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-    /// Parked watch requests: answered (with a refusal) when the server goes down.
-    parked: Arc<Mutex<Vec<tower_test::mock::SendResponse<Response<Body>>>>>,
-}
-
-fn respond(code: u16, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(code).expect("code"))
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(body).expect("json")))
-        .expect("response")
-}
-
-fn refused() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
-}
-
-impl FakeApi {
-    fn client(&self) -> kube::Client {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = self.clone();
-        tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            while let Some((request, send)) = handle.next_request().await {
-                if fake.down.load(Ordering::SeqCst) {
-                    fake.refused.fetch_add(1, Ordering::SeqCst);
-                    send.send_error(refused());
-                    continue;
-                }
-                let uri = request.uri().clone();
-                let query = uri.query().unwrap_or_default();
-                if query.contains("watch=true") {
-                    // A watch with nothing to report stays open until the server goes away.
-                    fake.parked.lock().expect("lock").push(send);
-                    continue;
-                }
-                let response = match uri.path() {
-                    "/api/v1/pods" => {
-                        assert!(
-                            query.contains("fieldSelector=spec.nodeName%3Dnode-a"),
-                            "the pod watch is scoped to this node: {query}"
-                        );
-                        fake.lists.fetch_add(1, Ordering::SeqCst);
-                        let items = fake.pods.lock().expect("lock").clone();
-                        respond(
-                            200,
-                            &json!({"apiVersion": "v1", "kind": "PodList",
-                                "metadata": {"resourceVersion": "10"}, "items": items}),
-                        )
-                    }
-                    "/api/v1/nodes" => respond(
-                        200,
-                        &json!({"apiVersion": "v1", "kind": "NodeList",
-                            "metadata": {"resourceVersion": "10"},
-                            "items": [{"apiVersion": "v1", "kind": "Node",
-                                "metadata": {"name": NODE, "resourceVersion": "3"}}]}),
-                    ),
-                    other => respond(
-                        404,
-                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "reason": "NotFound", "code": 404, "message": format!("no {other}")}),
-                    ),
-                };
-                send.send_response(response);
-            }
-        });
-        kube::Client::new(service, "default")
-    }
-
-    /// The API server goes away: open watches break, new requests are refused.
-    fn go_down(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        for send in self.parked.lock().expect("lock").drain(..) {
-            send.send_error(refused());
-        }
-    }
-
-    fn come_back(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
-
 fn reasons(v: &Value) -> String {
     v["reasons"].to_string()
 }
@@ -136,7 +46,7 @@ fn reasons(v: &Value) -> String {
 async fn kubernetes_api_unreachable_keeps_the_last_verdict_until_stale_then_recovers() {
     let kafka = TestKafka::start(ClusterState::healthy(6, &RACKS, &[("orders", 6, 3)])).await;
     let fake = FakeApi::default();
-    *fake.pods.lock().expect("lock") = vec![broker_pod("kafka-1", 1), broker_pod("kafka-4", 4)];
+    fake.set_pods(vec![broker_pod("kafka-1", 1), broker_pod("kafka-4", 4)]);
     let (view, watches) = NodeView::start(fake.client(), NODE);
     let policy = Running::policy();
     let pods = Arc::new(KubePods::from_view(&view, policy.clone()));
@@ -146,13 +56,16 @@ async fn kubernetes_api_unreachable_keeps_the_last_verdict_until_stale_then_reco
         .await;
     let (s, v) = run.ready("kafka-4").await;
     assert_eq!(s, 200, "{v}");
+    assert!(
+        fake.log().iter().any(|r| r.path == "/api/v1/pods"
+            && r.query.contains("fieldSelector=spec.nodeName%3Dnode-a")),
+        "the pod watch is scoped to this node: {:?}",
+        fake.log()
+    );
 
     // While the API server is down, kafka-4 is deleted: the agent cannot know yet.
     fake.go_down();
-    fake.pods
-        .lock()
-        .expect("lock")
-        .retain(|p| p["metadata"]["name"] != "kafka-4");
+    fake.forget_pod("kafka-4");
     let down_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, v) = run.ready("kafka-1").await;
@@ -195,6 +108,12 @@ async fn kubernetes_api_unreachable_keeps_the_last_verdict_until_stale_then_reco
     .await;
     assert!(fake.lists.load(Ordering::SeqCst) > lists_before, "relisted");
     assert!(view.pods_health.outage(Instant::now()).is_none());
+    assert!(
+        run.metrics_text()
+            .await
+            .contains("kpool_agent_kube_pod_watch_outage_seconds 0\n"),
+        "back to 0 in contact"
+    );
     let (s, v) = run.ready("kafka-4").await;
     assert_eq!(
         s, 404,

@@ -18,7 +18,7 @@ use kpool_webhook::audit::{AuditLog, AuditTarget};
 use kpool_webhook::metrics::Metrics;
 
 /// The names of the targets, as `cargo fuzz` and the driver know them.
-pub const TARGETS: [&str; 3] = ["admission", "policy", "kafka_response"];
+pub const TARGETS: [&str; 4] = ["admission", "policy", "kafka_response", "kafka_exchange"];
 
 /// Runs the target `name` on `data`; `false` if there is no such target.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -26,6 +26,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "admission" => admission(data),
         "policy" => policy(data),
         "kafka_response" => kafka_response(data),
+        "kafka_exchange" => kafka_exchange(data),
         _ => return false,
     }
     true
@@ -128,11 +129,32 @@ fn kafka_env() -> &'static KafkaEnv {
     })
 }
 
-/// The agent's Kafka response decoding, through its public client: the scripted server
-/// answers one API (picked by the first byte) with a well-framed response whose body is
-/// the rest of the input. The agent's wire checker and kafka-protocol's decoders are
-/// crate-private, so the real client over loopback is the public way in.
+/// The agent's Kafka response decoding (`kafka::decode_response`, the step the client
+/// runs on every body): the first byte picks the API, the second the version within the
+/// client's range, the rest is the body. Seeds: `fuzz/corpus/kafka_response`, real
+/// encodings written by `agent/tests/kafka_decode.rs`.
 pub fn kafka_response(data: &[u8]) {
+    let [api, version, body @ ..] = data else {
+        return;
+    };
+    let apis = kpool_agent::kafka::supported();
+    let (key, (min, max)) = apis[usize::from(*api) % apis.len()];
+    let span = u8::try_from(max - min + 1).unwrap_or(u8::MAX);
+    let version = min + i16::from(*version % span);
+    if let Err(e) = kpool_agent::kafka::decode_response(
+        key,
+        version,
+        bytes::Bytes::copy_from_slice(body),
+    ) {
+        assert!(!e.detail.is_empty(), "an error says what was wrong");
+    }
+}
+
+/// The same decoding behind the client's framing, over loopback: the scripted server
+/// answers one API (picked by the first byte) with a well-framed response whose body is
+/// the rest of the input, and the real client takes a snapshot. Slower than
+/// `kafka_response`; covers the header, correlation and connection handling around it.
+pub fn kafka_exchange(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };

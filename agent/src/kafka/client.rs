@@ -19,13 +19,12 @@ use super::tls::Tls;
 use super::{KafkaConfig, KafkaError, validate_addr, wire};
 use crate::snapshot::{Broker, Partition, Snapshot, Topic};
 
-/// Version ranges this client implements, per API. Metadata starts at v1 (v0 has no
-/// controller, racks or "all topics" null list); DescribeConfigs at v1 (v0 has no
-/// config source).
-const API_VERSIONS_RANGE: (i16, i16) = (0, 3);
-const METADATA_RANGE: (i16, i16) = (1, 13);
-const DESCRIBE_CONFIGS_RANGE: (i16, i16) = (1, 4);
-const DESCRIBE_CLUSTER_RANGE: (i16, i16) = (0, 2);
+// Version ranges this client implements, per API (in `decode`, shared with the public
+// decoder). Metadata starts at v1 (v0 has no controller, racks or "all topics" null list);
+// DescribeConfigs at v1 (v0 has no config source).
+use super::decode::{
+    API_VERSIONS_RANGE, DESCRIBE_CLUSTER_RANGE, DESCRIBE_CONFIGS_RANGE, METADATA_RANGE,
+};
 
 const MIN_ISR_KEY: &str = "min.insync.replicas";
 /// DescribeConfigs resource types.

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use super::KafkaError;
 use super::tls::Tls;
-use super::wire::{self, Schema};
+use super::wire::Schema;
 
 /// The largest response frame accepted. A full Metadata response for 100,000 partitions
 /// at RF 6 is around 10 MiB; anything near this cap is garbage (an HTTP or TLS peer on a
@@ -172,20 +172,13 @@ impl Connection {
         key: ApiKey,
         version: i16,
         schema: &Schema,
-        mut body: Bytes,
+        body: Bytes,
     ) -> Result<Resp, KafkaError> {
-        let decode_err = |detail: String| KafkaError::Decode {
+        super::decode::decode_body(schema, version, body).map_err(|detail| KafkaError::Decode {
             addr: self.addr.clone(),
             api: label(key, version),
             detail,
-        };
-        wire::check(schema, version, &body).map_err(decode_err)?;
-        let resp = Resp::decode(&mut body, version).map_err(|e| decode_err(format!("{e:#}")))?;
-        if !body.is_empty() {
-            // Unreachable after the walk unless the two disagree; kept as a guard.
-            return Err(decode_err(format!("{} trailing bytes", body.len())));
-        }
-        Ok(resp)
+        })
     }
 
     async fn write_then_read(&mut self, frame: &[u8], api: &str) -> Result<Bytes, KafkaError> {

@@ -11,6 +11,7 @@
 mod backoff;
 mod client;
 mod conn;
+mod decode;
 mod error;
 mod tls;
 mod wire;
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub use backoff::Backoff;
 pub use client::{KafkaClient, NegotiatedVersions};
 pub use conn::MAX_FRAME_BYTES;
+pub use decode::{DecodeError, Response, decode_response, supported};
 pub use error::{ErrorCode, KafkaError, error_name};
 
 /// How to reach the Kafka cluster.

@@ -88,6 +88,16 @@ impl Running {
         (status, serde_json::from_slice(&body).expect("json"))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = kpool_agent::api::router(self.agent.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).expect("req"))
+            .await
+            .expect("infallible");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(body.to_vec()).expect("utf-8")
+    }
+
     /// Asks until `want` holds or `within` passes; returns the last answer.
     pub async fn until(
         &self,

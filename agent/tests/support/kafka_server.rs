@@ -964,6 +964,40 @@ fn api_keys(state: &ClusterState) -> Vec<ApiVersion> {
         .collect()
 }
 
+/// The body (no frame, no header) this server answers a typical request of `key` at `v`
+/// with: ApiVersions; Metadata for all topics; DescribeConfigs of `min.insync.replicas` for
+/// every topic and the broker; DescribeCluster. For decoder tests and fuzz seeds.
+pub fn typical_response(state: &ClusterState, key: ApiKey, v: i16) -> Option<Vec<u8>> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let min_isr = Some(vec![s("min.insync.replicas")]);
+    let request = match key {
+        ApiKey::ApiVersions => Request::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::Metadata => Request::Metadata(MetadataRequest::default().with_topics(None)),
+        ApiKey::DescribeConfigs => {
+            let mut resources: Vec<DescribeConfigsResource> = state
+                .topics
+                .iter()
+                .map(|t| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s(&t.name))
+                        .with_configuration_keys(min_isr.clone())
+                })
+                .collect();
+            resources.push(
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s(&state.self_id.unwrap_or(0).to_string()))
+                    .with_configuration_keys(min_isr),
+            );
+            Request::DescribeConfigs(DescribeConfigsRequest::default().with_resources(resources))
+        }
+        ApiKey::DescribeCluster => Request::DescribeCluster(DescribeClusterRequest::default()),
+        _ => return None,
+    };
+    Some(respond(state, v, request, None))
+}
+
 fn respond(state: &ClusterState, v: i16, request: Request, error: Option<i16>) -> Vec<u8> {
     match request {
         Request::ApiVersions(_) => {

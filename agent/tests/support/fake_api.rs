@@ -1,0 +1,245 @@
+//! A fake Kubernetes API server behind a kube-rs `tower-test` mock service, faithful to
+//! what the agent's code paths see: pod and node lists (field-selected), watches that stay
+//! open until there is something to say (then answer with watch event lines and end, as
+//! an API server may), Evictions with scripted status codes, Events; every request
+//! recorded. It can go "down": open watches break and every request is refused.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::SendResponse;
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    pods: Vec<Value>,
+    node: Option<Value>,
+    resource_version: u64,
+    /// Watch event lines not yet delivered, per resource ("pods", "nodes").
+    pending: Vec<(&'static str, String)>,
+    /// Open watches, per resource.
+    parked: Vec<(&'static str, SendResponse<Response<Body>>)>,
+    eviction_codes: Vec<u16>,
+    log: Vec<Recorded>,
+}
+
+/// The fake; clones share it.
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+    down: Arc<AtomicBool>,
+    /// Lists served, and requests refused while down.
+    pub lists: Arc<AtomicUsize>,
+    pub refused: Arc<AtomicUsize>,
+}
+
+pub fn respond(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("code"))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("json")))
+        .expect("response")
+}
+
+fn refused() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code})
+}
+
+fn name_of(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+impl FakeApi {
+    /// Evictions are answered with `codes` in turn, then 201.
+    pub fn with_evictions(codes: &[u16]) -> Self {
+        let f = Self::default();
+        f.lock().eviction_codes = codes.to_vec();
+        f
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every request so far.
+    pub fn log(&self) -> Vec<Recorded> {
+        self.lock().log.clone()
+    }
+
+    /// Requests that changed something (not GET).
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.log()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .collect()
+    }
+
+    /// Sets the pods (no watch event: for the state before the agent starts).
+    pub fn set_pods(&self, pods: Vec<Value>) {
+        self.lock().pods = pods;
+    }
+
+    /// Sets the node (no watch event).
+    pub fn set_node(&self, node: Value) {
+        self.lock().node = Some(node);
+    }
+
+    /// A pod lands: kept, and announced to open pod watches.
+    pub fn add_pod(&self, mut pod: Value) {
+        let mut s = self.lock();
+        s.resource_version += 1;
+        pod["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+        s.pods.retain(|p| name_of(p) != name_of(&pod));
+        s.pods.push(pod.clone());
+        let line = json!({"type": "ADDED", "object": pod}).to_string();
+        s.pending.push(("pods", line));
+        Self::flush(&mut s);
+    }
+
+    /// A pod goes away without telling anyone (as if deleted while watches were down).
+    pub fn forget_pod(&self, name: &str) {
+        self.lock().pods.retain(|p| name_of(p) != name);
+    }
+
+    /// The server goes away: open watches break, new requests are refused.
+    pub fn go_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        let parked: Vec<_> = self.lock().parked.drain(..).collect();
+        for (_, send) in parked {
+            send.send_error(refused());
+        }
+    }
+
+    pub fn come_back(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Answers open watches that have pending events. An event waits for the next watch
+    /// of its resource (the watcher re-watches from the last resourceVersion it saw, and a
+    /// real API server replays what happened since).
+    fn flush(s: &mut State) {
+        let mut still = Vec::new();
+        for (what, send) in std::mem::take(&mut s.parked) {
+            let lines: Vec<String> = s
+                .pending
+                .iter()
+                .filter(|(w, _)| *w == what)
+                .map(|(_, l)| format!("{l}\n"))
+                .collect();
+            if lines.is_empty() {
+                still.push((what, send));
+                continue;
+            }
+            s.pending.retain(|(w, _)| *w != what);
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Body::from(lines.concat().into_bytes()))
+                    .expect("response"),
+            );
+        }
+        s.parked = still;
+    }
+
+    /// A client whose requests this fake answers.
+    pub fn client(&self) -> kube::Client {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            while let Some((request, send)) = handle.next_request().await {
+                if fake.down.load(Ordering::SeqCst) {
+                    fake.refused.fetch_add(1, Ordering::SeqCst);
+                    send.send_error(refused());
+                    continue;
+                }
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_owned();
+                let query = parts.uri.query().unwrap_or_default().to_owned();
+                let method = parts.method.to_string();
+                let mut s = fake.lock();
+                s.log.push(Recorded {
+                    method: method.clone(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    body: body.clone(),
+                });
+                let resource = match path.as_str() {
+                    "/api/v1/pods" => Some("pods"),
+                    "/api/v1/nodes" => Some("nodes"),
+                    _ => None,
+                };
+                let response = match (method.as_str(), resource) {
+                    ("GET", Some(what)) if query.contains("watch=true") => {
+                        // Open until there is something to say.
+                        s.parked.push((what, send));
+                        Self::flush(&mut s);
+                        continue;
+                    }
+                    ("GET", Some(what)) => {
+                        fake.lists.fetch_add(1, Ordering::SeqCst);
+                        // A list is the whole state: nothing before it is pending.
+                        s.pending.retain(|(w, _)| *w != what);
+                        let rv = s.resource_version.to_string();
+                        let (kind, items) = if what == "pods" {
+                            ("PodList", s.pods.clone())
+                        } else {
+                            ("NodeList", s.node.iter().cloned().collect())
+                        };
+                        respond(
+                            200,
+                            &json!({"apiVersion": "v1", "kind": kind,
+                                "metadata": {"resourceVersion": rv}, "items": items}),
+                        )
+                    }
+                    ("POST", _) if path.ends_with("/eviction") => {
+                        let code = if s.eviction_codes.is_empty() {
+                            201
+                        } else {
+                            s.eviction_codes.remove(0)
+                        };
+                        if code == 201 {
+                            respond(201, &body)
+                        } else {
+                            respond(
+                                code,
+                                &status(
+                                    code,
+                                    "TooManyRequests",
+                                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                                ),
+                            )
+                        }
+                    }
+                    ("POST", _) => respond(201, &body),
+                    _ => respond(404, &status(404, "NotFound", &format!("no {path}"))),
+                };
+                drop(s);
+                send.send_response(response);
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+}
