@@ -10,6 +10,7 @@
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
 
 pub mod api;
+pub mod audit;
 pub mod guard;
 pub mod health;
 pub mod jmx;

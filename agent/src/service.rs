@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -291,14 +290,7 @@ impl Agent {
                 },
                 admission: None,
             };
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(record.to_line().as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
-                tracing::error!("cannot write an audit line to stdout");
-            }
+            crate::audit::emit(&record);
         }
     }
 

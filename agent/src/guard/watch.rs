@@ -2,7 +2,6 @@
 //! overhead sampler.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,18 +13,6 @@ use crate::metrics::{KindLabel, ResultLabel};
 use crate::nodeview::NodeView;
 use crate::overhead::{Allocatable, Sampler};
 use crate::service::Agent;
-
-/// Writes an audit line to stdout.
-pub fn emit_audit(record: &kpool_policy::audit::AuditRecord) {
-    let mut out = std::io::stdout().lock();
-    if out
-        .write_all(record.to_line().as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
-        tracing::error!("cannot write an audit line to stdout");
-    }
-}
 
 /// One guard round over `pods` and `node`: finds violations, keeps the gauges current, and
 /// acts on what is due. Returns the audit records written.
@@ -62,7 +49,7 @@ pub async fn round(
                 tracing::warn!(violation = %d.violation.message, outcome = ?o, "eviction did not happen");
             }
         }
-        emit_audit(&record);
+        crate::audit::emit(&record);
         records.push(record);
     }
     records
