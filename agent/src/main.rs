@@ -126,7 +126,10 @@ fn main() -> ExitCode {
         Command::Run(args) => match run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("kpool-agent: error: {e:#}");
+                eprintln!(
+                    "kpool-agent: error: {}",
+                    kpool_policy::report::one_line(e.as_ref())
+                );
                 ExitCode::FAILURE
             }
         },

@@ -56,6 +56,7 @@ fn invalid_policy_names_the_file_and_the_field() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = stderr(&out);
     assert!(err.contains("policy.yaml"), "names the file: {err}");
+    assert!(err.starts_with("kpool-agent: error: "), "{err}");
     assert!(
         err.contains("zones[1]") && err.contains("eu-west-1a"),
         "names the field and the value: {err}"

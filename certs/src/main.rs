@@ -165,7 +165,7 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -177,12 +177,22 @@ fn main() -> Result<()> {
         .init();
     tls::install_crypto_provider();
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Create(a) => run_create(a),
         Command::Inspect(a) => run_inspect(a),
-        Command::Secret(a) => runtime()?.block_on(run_secret(a)),
-        Command::PatchWebhooks(a) => runtime()?.block_on(run_patch_webhooks(a)),
-        Command::Rotate(a) => runtime()?.block_on(run_rotate(a)),
+        Command::Secret(a) => runtime().and_then(|rt| rt.block_on(run_secret(a))),
+        Command::PatchWebhooks(a) => runtime().and_then(|rt| rt.block_on(run_patch_webhooks(a))),
+        Command::Rotate(a) => runtime().and_then(|rt| rt.block_on(run_rotate(a))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "kpool-certs: error: {}",
+                kpool_policy::report::one_line(e.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -171,6 +171,10 @@ fn errors_exit_non_zero_and_name_the_file() {
         )),
         "{err}"
     );
+    assert!(
+        err.starts_with("kpool-certs: error: ") && err.trim_end().lines().count() == 1,
+        "one line, no backtrace, no repeated causes: {err}"
+    );
 
     let out = bin()
         .args([

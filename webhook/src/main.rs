@@ -78,7 +78,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kpool-webhook: error: {e:#}");
+            eprintln!(
+                "kpool-webhook: error: {}",
+                kpool_policy::report::one_line(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
