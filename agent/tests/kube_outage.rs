@@ -62,6 +62,13 @@ async fn kubernetes_api_unreachable_keeps_the_last_verdict_until_stale_then_reco
         "the pod watch is scoped to this node: {:?}",
         fake.log()
     );
+    assert!(
+        fake.log().iter().any(|r| r.path == "/api/v1/pods"
+            && r.query.contains("watch=true")
+            && r.query.contains("timeoutSeconds=60")),
+        "watches are renewed every minute, so a silent dead connection shows: {:?}",
+        fake.log()
+    );
 
     // While the API server is down, kafka-4 is deleted: the agent cannot know yet.
     fake.go_down();
