@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use kpool_agent::guard::Guard;
 use kpool_agent::guard::act::{Actor, Retry};
 use kpool_agent::guard::watch::{guard_loop, overhead_loop};
@@ -24,26 +24,11 @@ use kpool_policy::Policy;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log format for diagnostics on stderr (audit lines go to stdout).
-    #[arg(
-        long,
-        global = true,
-        env = "KPOOL_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, global = true, env = "KPOOL_LOG", default_value = "info")]
-    log: String,
+    /// Diagnostics go to stderr; audit lines to stdout.
+    #[command(flatten)]
+    logging: kpool_cli::LogArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,17 +106,13 @@ impl SnapshotSource for Kafka {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, &cli.log);
+    if let Err(e) = cli.logging.init() {
+        return kpool_cli::exit_with("kpool-agent", &e);
+    }
     match cli.command {
         Command::Run(args) => match run(args) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!(
-                    "kpool-agent: error: {}",
-                    kpool_policy::report::one_line(e.as_ref())
-                );
-                ExitCode::FAILURE
-            }
+            Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
         },
     }
 }
@@ -245,16 +226,4 @@ async fn wait_for_signal() {
 /// kube's rustls client needs a process-wide crypto provider.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

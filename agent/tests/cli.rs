@@ -68,6 +68,14 @@ fn bad_flag_values_name_the_flag() {
     let out = run(&["run", "--standalone", "--poll-interval", "5x"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(stderr(&out).contains("--poll-interval"), "{}", stderr(&out));
+    let out = run(&["--log", "kpool=[", "run", "--standalone"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out)
+            .starts_with("kpool-agent: error: --log (KPOOL_LOG): invalid filter \"kpool=[\""),
+        "{}",
+        stderr(&out)
+    );
     let out = run(&["run", "--standalone", "--kafka-bootstrap", "no-port"]);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(stderr(&out).contains("no-port"), "{}", stderr(&out));

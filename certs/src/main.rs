@@ -19,6 +19,8 @@ use kpool_certs::{cluster, inspect, tls};
     about = "Certificates for kpool: CA and serving certs, Secret, caBundle, rotation"
 )]
 struct Cli {
+    #[command(flatten)]
+    logging: kpool_cli::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,17 +168,11 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> std::process::ExitCode {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    tls::install_crypto_provider();
     let cli = Cli::parse();
+    if let Err(e) = cli.logging.init() {
+        return kpool_cli::exit_with("kpool-certs", &e);
+    }
+    tls::install_crypto_provider();
     let result = match cli.command {
         Command::Create(a) => run_create(a),
         Command::Inspect(a) => run_inspect(a),
@@ -186,13 +182,7 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "kpool-certs: error: {}",
-                kpool_policy::report::one_line(e.as_ref())
-            );
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => kpool_cli::exit_with("kpool-certs", e.as_ref()),
     }
 }
 

@@ -10,7 +10,6 @@ mod json_template;
 pub mod keys;
 pub mod model;
 pub mod names;
-pub mod report;
 mod template;
 mod validate;
 

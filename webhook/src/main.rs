@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use kpool_policy::Policy;
 use kpool_webhook::offline;
 
@@ -13,26 +13,10 @@ use kpool_webhook::offline;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log format for diagnostics on stderr.
-    #[arg(
-        long,
-        global = true,
-        env = "KPOOL_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `kpool_webhook=debug`).
-    #[arg(long, global = true, env = "KPOOL_LOG", default_value = "info")]
-    log: String,
+    #[command(flatten)]
+    logging: kpool_cli::LogArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,16 +58,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, &cli.log);
+    if let Err(e) = cli.logging.init() {
+        return kpool_cli::exit_with("kpool-webhook", &e);
+    }
     match run(cli.command) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!(
-                "kpool-webhook: error: {}",
-                kpool_policy::report::one_line(e.as_ref())
-            );
-            ExitCode::FAILURE
-        }
+        Err(e) => kpool_cli::exit_with("kpool-webhook", e.as_ref()),
     }
 }
 
@@ -276,17 +256,5 @@ mod serve {
             example = example.display(),
         );
         Ok((dir.join("tls.crt"), dir.join("tls.key")))
-    }
-}
-
-fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -153,6 +153,11 @@ seccompProfile:
 image: {{ include "kpool.image" . }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 command: [/usr/local/bin/kpool-certs]
+env:
+  - name: KPOOL_LOG_FORMAT
+    value: {{ .Values.webhook.logFormat | quote }}
+  - name: KPOOL_LOG
+    value: {{ .Values.webhook.logLevel | quote }}
 resources:
   {{- toYaml .Values.certs.resources | nindent 2 }}
 securityContext:
