@@ -38,7 +38,7 @@ struct HealthState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outage {
     /// Since the first failure after the last success.
-    pub for_: Duration,
+    pub duration: Duration,
     /// The last error, as the client reported it.
     pub last_error: String,
     /// Failed attempts since the last success.
@@ -69,7 +69,7 @@ impl WatchHealth {
         let s = self.0.lock().ok()?;
         let since = s.failing_since?;
         Some(Outage {
-            for_: now.saturating_duration_since(since),
+            duration: now.saturating_duration_since(since),
             last_error: s.last_error.clone().unwrap_or_default(),
             failures: s.failures,
         })
@@ -230,5 +230,34 @@ async fn follow<K>(
         }
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_runs_from_the_first_failure_until_contact() {
+        let h = WatchHealth::default();
+        let t0 = Instant::now();
+        assert_eq!(h.outage(t0), None, "in contact until a failure");
+        h.failed(t0, "connection refused".into());
+        h.failed(t0 + Duration::from_secs(2), "timed out".into());
+        assert_eq!(
+            h.outage(t0 + Duration::from_secs(5)),
+            Some(Outage {
+                duration: Duration::from_secs(5),
+                last_error: "timed out".into(),
+                failures: 2,
+            })
+        );
+        h.ok();
+        assert_eq!(h.outage(t0 + Duration::from_secs(6)), None);
+        h.failed(t0 + Duration::from_secs(7), "refused".into());
+        let o = h
+            .outage(t0 + Duration::from_secs(8))
+            .expect("failing again");
+        assert_eq!((o.duration, o.failures), (Duration::from_secs(1), 1));
     }
 }

@@ -162,10 +162,9 @@ impl Agent {
     /// Sets the gauges that are read off state rather than updated by events (called
     /// before each scrape).
     pub fn refresh_scrape_gauges(&self) {
-        let outage = self
-            .pods
-            .outage(Instant::now())
-            .map_or(0, |o| i64::try_from(o.for_.as_secs()).unwrap_or(i64::MAX));
+        let outage = self.pods.outage(Instant::now()).map_or(0, |o| {
+            i64::try_from(o.duration.as_secs()).unwrap_or(i64::MAX)
+        });
         self.metrics.kube_watch_outage.set(outage);
     }
 

@@ -301,7 +301,7 @@ fn kubernetes_outage_keeps_the_verdict_within_the_bound_then_is_stale_even_with_
         reason: "INC-42".into(),
     };
     let short = Outage {
-        for_: Duration::from_secs(29),
+        duration: Duration::from_secs(29),
         last_error: "connection refused".into(),
         failures: 3,
     };
@@ -315,7 +315,7 @@ fn kubernetes_outage_keeps_the_verdict_within_the_bound_then_is_stale_even_with_
     );
 
     let long = Outage {
-        for_: Duration::from_secs(31),
+        duration: Duration::from_secs(31),
         ..short.clone()
     };
     let mut i = inputs(&h, 0);

@@ -103,14 +103,14 @@ pub struct Inputs<'a> {
 /// override wins; a stale or missing poll is not-ready; otherwise Kafka's state decides.
 pub fn verdict(i: Inputs<'_>) -> Verdict {
     if let Some(o) = i.pods_outage
-        && o.for_ > i.stale_after
+        && o.duration > i.stale_after
     {
         return Verdict {
             ready: false,
             broker_id: i.broker_id,
             reasons: vec![format!(
                 "stale: no contact with the Kubernetes API for {}s (bound {}s; {} failed attempts, last: {})",
-                o.for_.as_secs(),
+                o.duration.as_secs(),
                 i.stale_after.as_secs(),
                 o.failures,
                 o.last_error
