@@ -42,6 +42,9 @@ fn main() -> ExitCode {
     if let Ok(body) = std::env::var(BARE_BODY) {
         return bare_server(Path::new(&body));
     }
+    if std::env::args().any(|a| a == "--list") {
+        return ExitCode::SUCCESS; // `cargo test --benches` lists; there is nothing to list
+    }
     match orchestrate() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -64,6 +67,7 @@ fn bare_server(body: &Path) -> ExitCode {
         kpool_certs::tls::server_config(resolver),
     ));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
     let addr = listener.local_addr().expect("addr");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
@@ -295,7 +299,7 @@ async fn closed_loop(
 /// Latencies (µs) at `PACED_RPS`, open loop (each request has its send time on a fixed
 /// schedule, whatever happened to the previous ones).
 async fn paced(client: &Client, addr: SocketAddr, duration: Duration) -> Result<Vec<u64>, String> {
-    let total = PACED_RPS * duration.as_secs_f64() as u64;
+    let total = ((PACED_RPS as f64 * duration.as_secs_f64()) as u64).max(CONNECTIONS as u64);
     let interval = Duration::from_nanos(1_000_000_000 / PACED_RPS);
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
@@ -341,8 +345,16 @@ fn workspace_file(rel: &str) -> PathBuf {
 }
 
 fn orchestrate() -> Result<(), String> {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: then a smoke run
+    // (debug build, every answer still checked, figures meaningless).
+    let bench = std::env::args().any(|a| a == "--bench");
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
-    let phase = Duration::from_secs(if quick { 2 } else { 5 });
+    let phase = match (bench, quick) {
+        (false, _) => Duration::from_millis(300),
+        (true, true) => Duration::from_secs(2),
+        (true, false) => Duration::from_secs(5),
+    };
+    let rounds = if bench { ROUNDS } else { 1 };
     kpool_certs::tls::install_crypto_provider();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut opts =
@@ -389,9 +401,9 @@ fn orchestrate() -> Result<(), String> {
     std::fs::write(&body_file, &answer).map_err(|e| e.to_string())?;
     let bare = start_bare(&body_file)?;
     eprintln!(
-        "review {} bytes, answer {answer_len} bytes; {CONNECTIONS} keep-alive connections; {ROUNDS} rounds of {} s per server",
+        "review {} bytes, answer {answer_len} bytes; {CONNECTIONS} keep-alive connections; {rounds} rounds of {:.1} s per server",
         client.review.len(),
-        phase.as_secs()
+        phase.as_secs_f64()
     );
 
     // (requests per second, server CPU µs per request) per round.
@@ -401,7 +413,7 @@ fn orchestrate() -> Result<(), String> {
         // Warm-up: TLS session setup, allocator, caches.
         closed_loop(&client, &webhook, Duration::from_millis(500)).await?;
         closed_loop(&client, &bare, Duration::from_millis(500)).await?;
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             let (w, wc) = closed_loop(&client, &webhook, phase).await?;
             let (b, bc) = closed_loop(&client, &bare, phase).await?;
             eprintln!(
@@ -429,7 +441,7 @@ fn orchestrate() -> Result<(), String> {
         .unwrap_or(0);
 
     println!(
-        "| server | closed loop, {CONNECTIONS} conns (median of {ROUNDS}) | server CPU per request | p50 @ {PACED_RPS}/s | p99 @ {PACED_RPS}/s | peak RSS |"
+        "| server | closed loop, {CONNECTIONS} conns (median of {rounds}) | server CPU per request | p50 @ {PACED_RPS}/s | p99 @ {PACED_RPS}/s | peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
     for (s, rps, cpu, lat) in [
