@@ -11,7 +11,8 @@
 //!   schedule), latency from send to complete answer;
 //! - RSS: VmHWM of each server process after the load.
 //!
-//! `cargo bench -p kpool-webhook --bench load`; `BENCH_QUICK=1` shortens every phase.
+//! `cargo bench -p kpool-webhook --bench load`; `BENCH_QUICK=1` shortens every phase;
+//! `KPOOL_LOAD_WEBHOOK_ARGS="--max-concurrency 8 ..."` adds flags to `kpool-webhook serve`.
 //! Every answer is checked (status 200, expected size); any failure exits 1.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -175,6 +176,11 @@ fn start_webhook(dir: &Path) -> Result<Server, String> {
         .arg("--audit-log")
         .arg(dir.join("audit.jsonl"))
         .args(["--log", "warn"])
+        .args(
+            std::env::var("KPOOL_LOAD_WEBHOOK_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
