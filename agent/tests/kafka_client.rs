@@ -25,6 +25,15 @@ fn client(server: &TestKafka) -> KafkaClient {
     client_for(vec![server.bootstrap()], Duration::from_secs(2))
 }
 
+/// The (API, version) of every request the server received, in order.
+fn seen(server: &TestKafka) -> Vec<(ApiKey, i16)> {
+    server
+        .requests()
+        .iter()
+        .map(|r| (r.api, r.version))
+        .collect()
+}
+
 /// A cluster of `SIX_RACKS` brokers with the design's RF 6 / min ISR 3 topics.
 fn rf6_cluster() -> ClusterState {
     ClusterState::healthy(6, &SIX_RACKS, &[("orders", 12, 6), ("payments", 3, 6)])
@@ -101,11 +110,7 @@ async fn healthy_cluster_exact_snapshot() {
             describe_cluster: Some(2),
         })
     );
-    let seen: Vec<(ApiKey, i16)> = server
-        .requests()
-        .iter()
-        .map(|r| (r.api, r.version))
-        .collect();
+    let seen = seen(&server);
     assert_eq!(
         seen,
         [
@@ -673,11 +678,7 @@ async fn negotiates_down_to_lower_broker_versions() {
             describe_cluster: None,
         })
     );
-    let seen: Vec<(ApiKey, i16)> = server
-        .requests()
-        .iter()
-        .map(|r| (r.api, r.version))
-        .collect();
+    let seen = seen(&server);
     assert_eq!(
         seen,
         [

@@ -1,8 +1,8 @@
 //! The public response decoder (`kafka::decode_response`, the client's own decode step)
 //! over real kafka-protocol encodings of what the scripted server answers, at every
 //! version the client asks: each decodes; every truncation and any trailing byte is an
-//! error naming the API; random bodies never panic. With `KPOOL_WRITE_FUZZ_SEEDS=DIR` it
-//! also writes these encodings as seeds for the `kafka_response` fuzz target.
+//! error naming the API; random bodies never panic; the `kafka_response` fuzz seeds are
+//! these encodings (an ignored test regenerates them).
 
 mod support;
 
@@ -129,27 +129,54 @@ proptest! {
     }
 }
 
-/// Seeds for `fuzz/corpus/kafka_response`: `[api index, version offset, body...]`, the
-/// layout `kpool_fuzz::kafka_response` reads.
+/// `[api index, version offset, body...]`, the layout `kpool_fuzz::kafka_response` reads.
+fn seed_layout(key: ApiKey, v: i16, body: &[u8]) -> Vec<u8> {
+    let (index, (min, _)) = supported()
+        .into_iter()
+        .enumerate()
+        .find(|(_, (k, _))| *k == key)
+        .map(|(i, (_, r))| (i, r))
+        .expect("supported");
+    let mut seed = vec![
+        u8::try_from(index).expect("index"),
+        u8::try_from(v - min).expect("offset"),
+    ];
+    seed.extend_from_slice(body);
+    seed
+}
+
+fn corpus_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/kafka_response")
+}
+
+/// The committed seeds are what the current server encodes, so the fuzzer starts from
+/// valid answers at every version (regenerate with the ignored test below).
 #[test]
-fn write_fuzz_seeds_when_asked() {
-    let Some(dir) = std::env::var_os("KPOOL_WRITE_FUZZ_SEEDS") else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
+fn committed_fuzz_seeds_are_current_encodings() {
+    for (key, v, body) in encodings() {
+        let path = corpus_dir().join(format!("{}-v{v}", name(key)));
+        let seed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            seed == seed_layout(key, v, &body),
+            "{} is stale: KPOOL_WRITE_FUZZ_SEEDS=$PWD/fuzz/corpus/kafka_response cargo test -p kpool-agent --test kafka_decode -- --ignored",
+            path.display()
+        );
+    }
+}
+
+/// Writes the seeds for `fuzz/corpus/kafka_response` into `$KPOOL_WRITE_FUZZ_SEEDS`.
+#[test]
+#[ignore = "a generator: KPOOL_WRITE_FUZZ_SEEDS=DIR cargo test -p kpool-agent --test kafka_decode -- --ignored"]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("KPOOL_WRITE_FUZZ_SEEDS").expect("set KPOOL_WRITE_FUZZ_SEEDS=DIR"),
+    );
     std::fs::create_dir_all(&dir).expect("seed dir");
     for (key, v, body) in encodings() {
-        let (index, (min, _)) = supported()
-            .into_iter()
-            .enumerate()
-            .find(|(_, (k, _))| *k == key)
-            .map(|(i, (_, r))| (i, r))
-            .expect("supported");
-        let mut seed = vec![
-            u8::try_from(index).expect("index"),
-            u8::try_from(v - min).expect("offset"),
-        ];
-        seed.extend_from_slice(&body);
-        std::fs::write(dir.join(format!("{}-v{v}", name(key))), seed).expect("write seed");
+        std::fs::write(
+            dir.join(format!("{}-v{v}", name(key))),
+            seed_layout(key, v, &body),
+        )
+        .expect("write seed");
     }
 }

@@ -67,6 +67,12 @@ fn systemd_tree(root: &Path, scale: u64) {
         100_000 * scale,
         None,
     );
+    daemons(root, scale);
+    cg(&root.join("system.slice/sshd.service"), 999, Some(999));
+}
+
+/// kubelet and containerd, where systemd puts them in both layouts.
+fn daemons(root: &Path, scale: u64) {
     cg(
         &root.join("system.slice/kubelet.service"),
         300_000 * scale,
@@ -77,7 +83,6 @@ fn systemd_tree(root: &Path, scale: u64) {
         200_000 * scale,
         Some(300 << 20),
     );
-    cg(&root.join("system.slice/sshd.service"), 999, Some(999));
 }
 
 fn cgroupfs_tree(root: &Path, scale: u64) {
@@ -97,16 +102,7 @@ fn cgroupfs_tree(root: &Path, scale: u64) {
         100_000 * scale,
         None,
     );
-    cg(
-        &root.join("system.slice/kubelet.service"),
-        300_000 * scale,
-        Some(200 << 20),
-    );
-    cg(
-        &root.join("system.slice/containerd.service"),
-        200_000 * scale,
-        Some(300 << 20),
-    );
+    daemons(root, scale);
 }
 
 fn expected_scan(layout: Layout, scale: u64) -> Scan {

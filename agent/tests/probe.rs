@@ -61,6 +61,14 @@ fn probe(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// Runs the probe for pod `streaming/<pod>` against the agent at `url`, off the runtime.
+async fn ask(url: &str, pod: &str) -> (i32, String) {
+    let args = ["--agent", url, "--namespace", "streaming", "--pod", pod].map(str::to_owned);
+    tokio::task::spawn_blocking(move || probe(&args.each_ref().map(String::as_str), &[]))
+        .await
+        .expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_reason_lines() {
     let p = Arc::new(Policy::builtin().expect("policy"));
@@ -68,24 +76,7 @@ async fn exit_codes_and_reason_lines() {
     let addr = serve(agent.clone()).await;
     let url = format!("http://{addr}");
 
-    let (code, line) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            probe(
-                &[
-                    "--agent",
-                    &url,
-                    "--namespace",
-                    "streaming",
-                    "--pod",
-                    "kafka-1",
-                ],
-                &[],
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let (code, line) = ask(&url, "kafka-1").await;
     assert_eq!(
         (code, line.as_str()),
         (1, "not ready: stale: no successful Kafka poll yet")
@@ -111,45 +102,14 @@ async fn exit_codes_and_reason_lines() {
     assert!(line.starts_with("ready: broker 1 registered"), "{line}");
 
     agent.publish(&snapshot(&[0, 2]), BTreeMap::new());
-    let (code, line) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            probe(
-                &[
-                    "--agent",
-                    &url,
-                    "--namespace",
-                    "streaming",
-                    "--pod",
-                    "kafka-1",
-                ],
-                &[],
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let (code, line) = ask(&url, "kafka-1").await;
     assert_eq!(code, 1);
     assert_eq!(
         line,
         "not ready: broker 1 has 1 partition with its replica outside the ISR: t-0"
     );
 
-    let (code, line) = tokio::task::spawn_blocking(move || {
-        probe(
-            &[
-                "--agent",
-                &url,
-                "--namespace",
-                "streaming",
-                "--pod",
-                "toolbox",
-            ],
-            &[],
-        )
-    })
-    .await
-    .expect("join");
+    let (code, line) = ask(&url, "toolbox").await;
     assert_eq!(code, 2);
     assert!(
         line.contains("HTTP 404") && line.contains("no -N ordinal suffix"),

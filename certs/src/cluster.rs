@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -241,53 +241,37 @@ pub async fn read_webhook_configs(
     client: &Client,
     name: &str,
 ) -> Result<Vec<WebhookConfig>, CertError> {
-    let mut out = Vec::new();
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    if let Some(m) = mutating
+    let read = |kind: &str, e| CertError::kube(format!("read {kind} {name}"), e);
+    let bundle = |c: WebhookClientConfig| c.ca_bundle.map(|b| b.0).unwrap_or_default();
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
         .get_opt(name)
         .await
-        .map_err(|e| CertError::kube(format!("read MutatingWebhookConfiguration {name}"), e))?
-    {
-        let webhooks = m
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| {
-                (
-                    w.name,
-                    w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default(),
-                )
-            })
-            .collect();
-        out.push(WebhookConfig {
-            kind: WebhookKind::Mutating,
-            name: name.to_owned(),
-            webhooks,
+        .map_err(|e| read("MutatingWebhookConfiguration", e))?
+        .map(|m| {
+            let hooks = m.webhooks.unwrap_or_default().into_iter();
+            hooks.map(|w| (w.name, bundle(w.client_config))).collect()
         });
-    }
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    if let Some(v) = validating
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .get_opt(name)
         .await
-        .map_err(|e| CertError::kube(format!("read ValidatingWebhookConfiguration {name}"), e))?
-    {
-        let webhooks = v
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| {
-                (
-                    w.name,
-                    w.client_config.ca_bundle.map(|b| b.0).unwrap_or_default(),
-                )
-            })
-            .collect();
-        out.push(WebhookConfig {
-            kind: WebhookKind::Validating,
+        .map_err(|e| read("ValidatingWebhookConfiguration", e))?
+        .map(|v| {
+            let hooks = v.webhooks.unwrap_or_default().into_iter();
+            hooks.map(|w| (w.name, bundle(w.client_config))).collect()
+        });
+    let out: Vec<WebhookConfig> = [
+        (WebhookKind::Mutating, mutating),
+        (WebhookKind::Validating, validating),
+    ]
+    .into_iter()
+    .filter_map(|(kind, webhooks)| {
+        webhooks.map(|webhooks| WebhookConfig {
+            kind,
             name: name.to_owned(),
             webhooks,
-        });
-    }
+        })
+    })
+    .collect();
     if out.is_empty() {
         return Err(CertError::Object {
             object: format!("webhook configurations named {name:?}"),
