@@ -18,7 +18,7 @@ use crate::audit::AuditLog;
 use crate::guard::{self, Verdict};
 use crate::inject::{Context, Decision, Injector, PodView, Target};
 use crate::metrics::{EndpointLabel, Metrics, RequestLabels};
-use review::{Answer, RequestIn, ReviewError};
+use review::{Answer, Object, Request, ReviewError};
 
 /// Which webhook was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +239,7 @@ impl Admission {
         });
     }
 
-    fn mutate(&self, req: &RequestIn<'_>) -> Decided {
+    fn mutate(&self, req: &Request<'_>) -> Decided {
         let kind = req.kind.as_ref();
         if !kind.is_some_and(|k| k.is_pod()) {
             let what = kind.map_or_else(|| "no kind".to_owned(), ToString::to_string);
@@ -256,7 +256,7 @@ impl Admission {
             Ok(p) => p,
             Err(d) => return *d,
         };
-        let subject = subject_of(&pod, req);
+        let subject = subject_of(pod, req);
         if operation != "CREATE" {
             let mut d = Decided::allow(
                 "skip",
@@ -270,7 +270,7 @@ impl Admission {
             namespace: req.namespace.as_deref(),
             target: Target::Pod,
         };
-        let outcome = self.injector.plan(&pod, ctx);
+        let outcome = self.injector.plan(pod, ctx);
         let audit_mode = self.policy().spec().mode == Mode::Audit;
         let mut d = match &outcome.decision {
             Decision::Inject => {
@@ -313,7 +313,7 @@ impl Admission {
         d
     }
 
-    fn validate(&self, req: &RequestIn<'_>) -> Decided {
+    fn validate(&self, req: &Request<'_>) -> Decided {
         if !req.kind.as_ref().is_some_and(|k| k.is_pod()) {
             return Decided::allow(
                 "allow",
@@ -339,8 +339,8 @@ impl Admission {
             .filter(|n| !n.is_empty())
             .or(pod.metadata.namespace.as_deref())
             .unwrap_or("default");
-        let subject = subject_of(&pod, req);
-        let mut d = match guard::check(self.policy(), &pod, namespace) {
+        let subject = subject_of(pod, req);
+        let mut d = match guard::check(self.policy(), pod, namespace) {
             Verdict::Allow(a) => Decided::allow("allow", a.code(), a.to_string()),
             Verdict::Violation(v) if self.policy().spec().mode == Mode::Audit => {
                 let mut d = Decided::allow("violation", v.rule, v.message.clone());
@@ -368,24 +368,23 @@ impl Admission {
 }
 
 /// The pod under review, or the rejection to answer with.
-fn read_pod<'r>(req: &RequestIn<'r>) -> Result<PodView<'r>, Box<Decided>> {
-    let Some(object) = req.object else {
-        return Err(Box::new(Decided::reject(
+fn read_pod<'q, 'r>(req: &'q Request<'r>) -> Result<&'q PodView<'r>, Box<Decided>> {
+    match &req.object {
+        None => Err(Box::new(Decided::reject(
             400,
             "no-object",
             "request.object: missing".to_owned(),
-        )));
-    };
-    PodView::from_json(object.get()).map_err(|e| {
-        Box::new(Decided::reject(
+        ))),
+        Some(Object::Pod(pod)) => Ok(pod),
+        Some(Object::Unreadable(e)) => Err(Box::new(Decided::reject(
             400,
             "bad-object",
             format!(
                 "request.object is not a readable Pod: {}",
                 prefixed(&e.to_string())
             ),
-        ))
-    })
+        ))),
+    }
 }
 
 fn prefixed(e: &str) -> String {
@@ -396,7 +395,7 @@ fn prefixed(e: &str) -> String {
     }
 }
 
-fn subject_of(pod: &PodView<'_>, req: &RequestIn<'_>) -> Subject {
+fn subject_of(pod: &PodView<'_>, req: &Request<'_>) -> Subject {
     let meta = &pod.metadata;
     let name = meta
         .name

@@ -1,33 +1,42 @@
-//! `admission.k8s.io/v1` AdmissionReview: a borrowing decode of just what kpool reads (the
-//! pod object stays raw JSON text for the engine's own partial read), and the response.
+//! `admission.k8s.io/v1` AdmissionReview: a borrowing decode of just what kpool reads, and
+//! the response.
+//!
+//! The decode is one pass: the envelope and the engine's partial pod view are read
+//! together, so the object's bytes are scanned once. Only when that fails does a second,
+//! slower pass run (envelope first, object kept raw, then the pod view with field-path
+//! tracking) so that a bad body or object gets an error naming what is wrong; both passes
+//! deserialise the same bytes with the same types, so a body the fast pass reads is read
+//! the same way by the slow one.
 
 use std::fmt;
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use kpool_policy::push_json_str;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::inject::pod::Str;
+use crate::inject::{PodError, PodView};
 
 /// The only AdmissionReview version kpool speaks.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// A request as the API server sends it.
+/// A request as the API server sends it, generic over how `request.object` is read: as
+/// the pod view (the fast pass) or as raw text (the slow pass).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReviewIn<'a> {
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
-    pub api_version: Option<Str<'a>>,
+    api_version: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub kind: Option<Str<'a>>,
-    #[serde(borrow, default)]
-    pub request: Option<RequestIn<'a>>,
+    kind: Option<Str<'a>>,
+    #[serde(borrow, default = "Option::default")]
+    request: Option<RequestIn<'a, O>>,
 }
 
 /// `request` of an AdmissionReview.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestIn<'a> {
+pub struct RequestIn<'a, O> {
     #[serde(borrow, default)]
     pub uid: Option<Str<'a>>,
     #[serde(borrow, default)]
@@ -42,8 +51,27 @@ pub struct RequestIn<'a> {
     pub user_info: Option<UserInfo<'a>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
+    #[serde(default = "Option::default")]
+    pub object: Option<O>,
+}
+
+/// A decoded request: the envelope's fields, and the object as the engine reads it.
+pub type Request<'a> = RequestIn<'a, Object<'a>>;
+
+/// `request.object`, read as a pod.
+#[derive(Debug)]
+// The pod is what nearly every request carries; boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Object<'a> {
+    Pod(PodView<'a>),
+    /// Present but not readable as a pod; the error's path is relative to the object.
+    Unreadable(PodError),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PodView::deserialize(d).map(Object::Pod)
+    }
 }
 
 /// The kind of the object under review.
@@ -106,10 +134,39 @@ fn found(s: Option<&Str<'_>>) -> String {
     s.map_or_else(|| "nothing".to_owned(), |s| format!("{:?}", s.as_str()))
 }
 
-/// Decodes and checks the envelope.
-pub fn decode(body: &[u8]) -> Result<RequestIn<'_>, ReviewError> {
-    let review: ReviewIn<'_> =
+/// Decodes and checks the envelope, and reads the object as a pod.
+pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    match serde_json::from_slice::<ReviewIn<'_, Object<'_>>>(body) {
+        Ok(review) => check(review),
+        Err(_) => decode_slowly(body),
+    }
+}
+
+/// The second pass: the envelope with the object kept raw, then the object on its own, so
+/// each error says where it is.
+fn decode_slowly(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    let review: ReviewIn<'_, &RawValue> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let review = check(review)?;
+    let object = review
+        .object
+        .map(|raw| match PodView::from_json(raw.get()) {
+            Ok(pod) => Object::Pod(pod),
+            Err(e) => Object::Unreadable(e),
+        });
+    Ok(RequestIn {
+        uid: review.uid,
+        kind: review.kind,
+        name: review.name,
+        namespace: review.namespace,
+        operation: review.operation,
+        user_info: review.user_info,
+        dry_run: review.dry_run,
+        object,
+    })
+}
+
+fn check<O>(review: ReviewIn<'_, O>) -> Result<RequestIn<'_, O>, ReviewError> {
     if review.api_version.as_deref() != Some(API_VERSION) {
         return Err(ReviewError::ApiVersion(found(review.api_version.as_ref())));
     }
@@ -134,55 +191,150 @@ pub struct Answer {
     pub warnings: Vec<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    /// Base64, as Go encodes `[]byte`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    code: u16,
-    message: &'a str,
-}
-
 /// Encodes the response AdmissionReview for request `uid`.
+///
+/// Written by hand rather than through serde: the patch goes straight from bytes to base64
+/// in the output (a serde string would be scanned again for escapes), and the envelope's
+/// keys are constants.
 pub fn encode(uid: &str, answer: &Answer) -> Vec<u8> {
-    let out = ReviewOut {
-        api_version: API_VERSION,
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid,
-            allowed: answer.allowed,
-            patch_type: answer.patch.as_ref().map(|_| "JSONPatch"),
-            patch: answer
-                .patch
-                .as_ref()
-                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            status: answer.status.as_ref().map(|(code, message)| StatusOut {
-                code: *code,
-                message,
-            }),
-            warnings: &answer.warnings,
-        },
-    };
-    serde_json::to_vec(&out).unwrap_or_default()
+    let patch_len = answer.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = String::with_capacity(160 + uid.len() + patch_len);
+    out.push_str(
+        r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    push_json_str(&mut out, uid);
+    out.push_str(if answer.allowed {
+        r#","allowed":true"#
+    } else {
+        r#","allowed":false"#
+    });
+    if let Some(patch) = &answer.patch {
+        // Base64, as Go encodes `[]byte`.
+        out.push_str(r#","patchType":"JSONPatch","patch":""#);
+        base64_simd::STANDARD.encode_append(patch, &mut out);
+        out.push('"');
+    }
+    if let Some((code, message)) = &answer.status {
+        out.push_str(r#","status":{"code":"#);
+        out.push_str(itoa_u16(*code, &mut [0; 5]));
+        out.push_str(r#","message":"#);
+        push_json_str(&mut out, message);
+        out.push('}');
+    }
+    if !answer.warnings.is_empty() {
+        out.push_str(r#","warnings":["#);
+        for (i, w) in answer.warnings.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, w);
+        }
+        out.push(']');
+    }
+    out.push_str("}}");
+    out.into_bytes()
+}
+
+fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// The response as serde would build it, for comparison with the hand-written encoder.
+    fn expected(uid: &str, a: &Answer) -> Value {
+        let mut response = json!({"uid": uid, "allowed": a.allowed});
+        if let Some(p) = &a.patch {
+            response["patchType"] = json!("JSONPatch");
+            response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(p));
+        }
+        if let Some((code, message)) = &a.status {
+            response["status"] = json!({"code": code, "message": message});
+        }
+        if !a.warnings.is_empty() {
+            response["warnings"] = json!(a.warnings);
+        }
+        json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response})
+    }
+
+    #[test]
+    fn encodes_a_patch_answer() {
+        let a = Answer {
+            allowed: true,
+            patch: Some(br#"[{"op":"add","path":"/a","value":1}]"#.to_vec()),
+            ..Answer::default()
+        };
+        let text = String::from_utf8(encode("u-1", &a)).expect("utf8");
+        assert_eq!(
+            text,
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true,"patchType":"JSONPatch","patch":"W3sib3AiOiJhZGQiLCJwYXRoIjoiL2EiLCJ2YWx1ZSI6MX1d"}}"#
+        );
+    }
+
+    /// Every captured review, and variants that break the object in ways only the slow pass
+    /// can name: both passes must read the same request.
+    #[test]
+    fn one_pass_and_two_pass_decodes_agree() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/admission");
+        let mut bodies = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("fixtures") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).expect("read");
+            let v: Value = serde_json::from_str(&text).expect("json");
+            bodies.push(text);
+            for (pointer, bad) in [
+                ("/request/object/spec/containers", json!("not-a-list")),
+                ("/request/object/metadata/labels", json!([1])),
+                ("/request/object", Value::Null),
+                ("/request/dryRun", json!("yes")),
+            ] {
+                let mut w = v.clone();
+                if let Some(slot) = w.pointer_mut(pointer) {
+                    *slot = bad;
+                    bodies.push(w.to_string());
+                }
+            }
+        }
+        assert!(bodies.len() > 8, "fixtures found in {}", dir.display());
+        for body in &bodies {
+            let fast = format!("{:?}", decode(body.as_bytes()));
+            let slow = format!("{:?}", decode_slowly(body.as_bytes()));
+            assert_eq!(fast, slow, "body {body}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn hand_written_encoding_matches_serde(
+            uid in "\\PC{0,12}|[\u{0}-\u{1f}\"\\\\]{0,4}",
+            allowed: bool,
+            patch in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            status in proptest::option::of((100u16..=65535, "\\PC{0,20}|[\u{0}-\u{1f}\"\\\\/]{0,6}")),
+            warnings in proptest::collection::vec("\\PC{0,10}|[\u{0}-\u{1f}\"]{0,3}", 0..3),
+        ) {
+            let a = Answer { allowed, patch, status, warnings };
+            let out = encode(&uid, &a);
+            let got: Value = serde_json::from_slice(&out).expect("valid JSON");
+            prop_assert_eq!(got, expected(&uid, &a));
+        }
+    }
 }
