@@ -29,6 +29,13 @@ fn json_text(v: &Value) -> String {
 
 /// Appends `s` as a JSON string literal (RFC 8259 escaping).
 pub fn push_json_str(out: &mut String, s: &str) {
+    if !needs_escape(s.as_bytes()) {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     out.reserve(s.len() + 2);
     out.push('"');
     let mut start = 0;
@@ -54,6 +61,14 @@ pub fn push_json_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// True when `bytes` hold a character a JSON string must escape. No early exit, so the
+/// loop vectorises: most strings need nothing.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 impl JsonTemplate {
@@ -118,7 +133,18 @@ impl JsonTemplate {
     pub fn render_json(&self, vars: &dyn Vars, out: &mut String) {
         match self {
             Self::Static(text) => out.push_str(text),
-            Self::Str(t) => push_json_str(out, &t.render(vars)),
+            Self::Str(t) => {
+                // Rendered in place; escaped (rarely) only if the text needs it.
+                out.push('"');
+                let start = out.len();
+                t.render_into(vars, out);
+                if needs_escape(&out.as_bytes()[start..]) {
+                    let raw = out.split_off(start - 1);
+                    push_json_str(out, &raw[1..]);
+                } else {
+                    out.push('"');
+                }
+            }
             Self::Array(items) => {
                 out.push('[');
                 for (i, n) in items.iter().enumerate() {
@@ -180,6 +206,35 @@ mod tests {
             serde_json::from_str::<Value>(&text).expect("valid JSON"),
             out
         );
+    }
+
+    #[test]
+    fn rendered_values_that_need_escaping_are_escaped() {
+        struct Odd;
+        impl Vars for Odd {
+            fn write_var(&self, _: Var, out: &mut String) {
+                out.push_str("q\"uote\\ and\nline");
+            }
+        }
+        let v = json!({"args": ["--id={pod}", "plain {pod} text"]});
+        let t = JsonTemplate::compile(&v, "c").expect("compiles");
+        let mut text = String::from("prefix:");
+        t.render_json(&Odd, &mut text);
+        let rendered = text.strip_prefix("prefix:").expect("prefix kept");
+        let back: Value = serde_json::from_str(rendered).expect("valid JSON");
+        assert_eq!(
+            back,
+            json!({"args": ["--id=q\"uote\\ and\nline", "plain q\"uote\\ and\nline text"]})
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_escapes_like_serde_json(s in "\\PC*|[\u{0}-\u{7f}]{0,40}") {
+            let mut out = String::new();
+            push_json_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).expect("encodes"));
+        }
     }
 
     #[test]

@@ -174,15 +174,23 @@ impl Taint {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or("")
         };
-        let effect = field("effect");
+        self.is_tolerated(
+            field("key"),
+            field("operator"),
+            field("value"),
+            field("effect"),
+        )
+    }
+
+    /// [`Taint::is_tolerated_by`] on a toleration's fields (absent ones empty).
+    pub fn is_tolerated(&self, key: &str, operator: &str, value: &str, effect: &str) -> bool {
         if !effect.is_empty() && effect != self.effect.as_str() {
             return false;
         }
-        let operator = match field("operator") {
+        let operator = match operator {
             "" => "Equal",
             op => op,
         };
-        let key = field("key");
         if key.is_empty() {
             return operator == "Exists";
         }
@@ -191,7 +199,7 @@ impl Taint {
         }
         match operator {
             "Exists" => true,
-            "Equal" => field("value") == self.value.as_deref().unwrap_or(""),
+            "Equal" => value == self.value.as_deref().unwrap_or(""),
             _ => false,
         }
     }

@@ -148,13 +148,18 @@ impl Template {
     /// Renders with `vars`.
     pub fn render(&self, vars: &dyn Vars) -> String {
         let mut out = String::new();
+        self.render_into(vars, &mut out);
+        out
+    }
+
+    /// Renders with `vars`, appending to `out`.
+    pub fn render_into(&self, vars: &dyn Vars, out: &mut String) {
         for seg in &self.segments {
             match seg {
                 Segment::Lit(s) => out.push_str(s),
-                Segment::Var(v) => vars.write_var(*v, &mut out),
+                Segment::Var(v) => vars.write_var(*v, out),
             }
         }
-        out
     }
 }
 

@@ -116,7 +116,7 @@ fn find_violation(policy: &Policy, pod: &PodView<'_>) -> Option<Violation> {
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .find(|(_, t)| taint.is_tolerated_by(t))
+        .find(|(_, t)| t.tolerates(taint))
     {
         let offending = format!("spec.tolerations[{i}] {t}");
         return Some(Violation {

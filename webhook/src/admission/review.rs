@@ -136,9 +136,13 @@ fn found(s: Option<&Str<'_>>) -> String {
 
 /// Decodes and checks the envelope, and reads the object as a pod.
 pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
-    match serde_json::from_slice::<ReviewIn<'_, Object<'_>>>(body) {
-        Ok(review) => check(review),
-        Err(_) => decode_slowly(body),
+    // UTF-8 is checked once for the whole body (fast), not per borrowed string.
+    let fast = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<ReviewIn<'_, Object<'_>>>(text).ok());
+    match fast {
+        Some(review) => check(review),
+        None => decode_slowly(body),
     }
 }
 

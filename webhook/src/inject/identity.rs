@@ -1,6 +1,8 @@
 //! Per-broker identity: labels and env for rack, zone, cluster, broker id, and the
 //! advertised listener; plus the downward-API env the probe needs.
 
+use std::borrow::Cow;
+
 use kpool_policy::BrokerIdentity;
 use kpool_policy::keys::{BROKER_ID_LABEL, CLUSTER_LABEL, RACK_LABEL, ZONE_LABEL};
 use kpool_policy::model::OnConflict;
@@ -15,17 +17,17 @@ use super::{PatchOp, Piece, Plan};
 /// set to the policy's values.
 pub(super) fn labels(plan: &mut Plan<'_>, meta: &MetaView<'_>, id: Option<&BrokerIdentity<'_>>) {
     let cluster = plan.injector.policy.spec().cluster.as_str();
-    let mut want: Vec<(&str, String)> = vec![(CLUSTER_LABEL, cluster.to_owned())];
+    let mut want: Vec<(&str, Cow<'_, str>)> = vec![(CLUSTER_LABEL, Cow::Borrowed(cluster))];
     if let Some(id) = id {
-        want.push((RACK_LABEL, id.rack.to_owned()));
-        want.push((ZONE_LABEL, id.zone.to_owned()));
-        want.push((BROKER_ID_LABEL, id.broker_id.to_string()));
+        want.push((RACK_LABEL, Cow::Borrowed(id.rack)));
+        want.push((ZONE_LABEL, Cow::Borrowed(id.zone)));
+        want.push((BROKER_ID_LABEL, Cow::Owned(id.broker_id.to_string())));
     }
     match &meta.labels {
         None => {
             let map: serde_json::Map<String, Value> = want
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), Value::String(v)))
+                .map(|(k, v)| (k.to_owned(), Value::String(v.into_owned())))
                 .collect();
             plan.push(
                 Piece::Labels,
@@ -34,7 +36,7 @@ pub(super) fn labels(plan: &mut Plan<'_>, meta: &MetaView<'_>, id: Option<&Broke
         }
         Some(labels) => {
             for (k, v) in want {
-                if labels.get(k) != Some(v.as_str()) {
+                if labels.get(k) != Some(&*v) {
                     let mut path = "/metadata/labels".to_owned();
                     push_segment(&mut path, k);
                     plan.push(Piece::Labels, PatchOp::add(path, RawJson::string(&v)));
@@ -52,7 +54,7 @@ struct Want<'a> {
 }
 
 enum Source<'a> {
-    Value(String),
+    Value(Cow<'a, str>),
     /// A downward-API field, with its entry already serialised.
     Field(&'static str, &'a RawJson),
 }
@@ -60,16 +62,14 @@ enum Source<'a> {
 impl Want<'_> {
     fn is_met_by(&self, have: &EnvView<'_>) -> bool {
         match &self.source {
-            Source::Value(v) => {
-                have.value.as_deref() == Some(v.as_str()) && have.value_from.is_none()
-            }
+            Source::Value(v) => have.value.as_deref() == Some(&**v) && have.value_from.is_none(),
             Source::Field(path, _) => {
                 have.value.is_none()
                     && have
                         .value_from
                         .as_ref()
-                        .and_then(|f| f.pointer("/fieldRef/fieldPath"))
-                        .and_then(Value::as_str)
+                        .and_then(|f| f.field_ref.as_ref())
+                        .and_then(|r| r.field_path.as_deref())
                         == Some(*path)
             }
         }
@@ -102,29 +102,22 @@ pub(super) fn env(
     let injector = plan.injector;
     let policy = &*injector.policy;
     let p = policy.spec();
-    fn value(piece: Piece, name: &str, v: String) -> Want<'_> {
+    fn value<'a>(piece: Piece, name: &'a str, v: impl Into<Cow<'a, str>>) -> Want<'a> {
         Want {
             piece,
             name,
-            source: Source::Value(v),
+            source: Source::Value(v.into()),
         }
     }
-    let mut want: Vec<Want<'_>> = vec![value(
+    let mut want: Vec<Want<'_>> = Vec::with_capacity(10);
+    want.push(value(
         Piece::IdentityEnv,
         &p.identity.cluster,
-        p.cluster.clone(),
-    )];
+        p.cluster.as_str(),
+    ));
     if let Some(id) = id {
-        want.push(value(
-            Piece::IdentityEnv,
-            &p.identity.rack,
-            id.rack.to_owned(),
-        ));
-        want.push(value(
-            Piece::IdentityEnv,
-            &p.identity.zone,
-            id.zone.to_owned(),
-        ));
+        want.push(value(Piece::IdentityEnv, &p.identity.rack, id.rack));
+        want.push(value(Piece::IdentityEnv, &p.identity.zone, id.zone));
         want.push(value(
             Piece::IdentityEnv,
             &p.identity.broker_id,

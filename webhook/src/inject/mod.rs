@@ -435,11 +435,11 @@ impl Plan<'_> {
             return Err(DenyReason::NoSpec);
         };
         // Clashes are checked before any operation is emitted.
-        let sidecar = sidecar::prepare(self, spec, id, namespace)?;
+        let mut sidecar = sidecar::prepare(self, spec, id, namespace)?;
         let bin_volume = probe::check_clashes(self, spec, broker)?;
 
         identity::labels(self, &pod.metadata, id);
-        sidecar::apply_volumes(self, spec, &sidecar, bin_volume);
+        sidecar::apply_volumes(self, spec, &mut sidecar, bin_volume);
         scheduling::toleration(self, spec);
         scheduling::affinity(self, spec, id);
         scheduling::spread(self, spec);

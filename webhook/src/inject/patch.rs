@@ -8,14 +8,21 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-/// Valid JSON text.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RawJson(Arc<str>);
+/// Valid JSON text: shared when it depends only on the policy (built once, cloned per
+/// request for the price of a reference count), owned when a request rendered it.
+#[derive(Clone)]
+pub struct RawJson(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Shared(Arc<str>),
+    Owned(String),
+}
 
 impl RawJson {
     /// Serialises a value.
     pub fn value(v: &Value) -> Self {
-        Self(Arc::from(
+        Self(Repr::Owned(
             serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned()),
         ))
     }
@@ -24,28 +31,48 @@ impl RawJson {
     pub fn string(s: &str) -> Self {
         let mut out = String::with_capacity(s.len() + 2);
         write_json_str(&mut out, s);
-        Self(Arc::from(out))
+        Self(Repr::Owned(out))
     }
 
     /// Text already known to be valid JSON (produced by a JSON writer).
     pub(crate) fn trusted(text: String) -> Self {
-        Self(Arc::from(text))
+        Self(Repr::Owned(text))
+    }
+
+    /// The same text, made cheap to clone: for what is built once and used by every
+    /// request.
+    pub(crate) fn shared(self) -> Self {
+        match self.0 {
+            Repr::Owned(s) => Self(Repr::Shared(Arc::from(s))),
+            shared => Self(shared),
+        }
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Shared(s) => s,
+            Repr::Owned(s) => s,
+        }
     }
 
     /// Parses the text back into a value.
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
     }
 }
 
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RawJson {}
+
 impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -126,7 +153,7 @@ pub fn pointer(segments: &[&str]) -> String {
 pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
     let len: usize = ops
         .iter()
-        .map(|o| o.path.len() + o.value.0.len() + 32)
+        .map(|o| o.path.len() + o.value.as_str().len() + 32)
         .sum();
     let mut out = String::with_capacity(len + 2);
     out.push('[');
@@ -140,7 +167,7 @@ pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
         });
         write_json_str(&mut out, &op.path);
         out.push_str(",\"value\":");
-        out.push_str(&op.value.0);
+        out.push_str(op.value.as_str());
         out.push('}');
     }
     out.push(']');

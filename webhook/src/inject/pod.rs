@@ -59,8 +59,8 @@ pub struct SpecView<'a> {
     pub init_containers: Option<Vec<ContainerView<'a>>>,
     #[serde(borrow, default)]
     pub volumes: Option<Vec<NamedView<'a>>>,
-    #[serde(default)]
-    pub tolerations: Option<Vec<Value>>,
+    #[serde(borrow, default)]
+    pub tolerations: Option<Vec<TolerationView<'a>>>,
     #[serde(default)]
     pub affinity: Option<Value>,
     #[serde(default)]
@@ -93,8 +93,89 @@ pub struct EnvView<'a> {
     pub name: Str<'a>,
     #[serde(borrow, default)]
     pub value: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub value_from: Option<ValueFromView<'a>>,
+}
+
+/// An env var's `valueFrom`: only a downward-API field reference is looked at (any other
+/// source still makes it `Some`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueFromView<'a> {
+    #[serde(borrow, default)]
+    pub field_ref: Option<FieldRefView<'a>>,
+}
+
+/// `valueFrom.fieldRef`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRefView<'a> {
+    #[serde(borrow, default)]
+    pub field_path: Option<Str<'a>>,
+}
+
+/// A toleration (typed rather than a `Value`: every broker pod carries the API server's
+/// default tolerations, and building maps for them was a measurable share of a request).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TolerationView<'a> {
+    #[serde(borrow, default)]
+    pub key: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub operator: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub value: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub effect: Option<Str<'a>>,
     #[serde(default)]
-    pub value_from: Option<Value>,
+    pub toleration_seconds: Option<i64>,
+}
+
+impl TolerationView<'_> {
+    /// True when this toleration tolerates `taint`, by the scheduler's rules.
+    pub fn tolerates(&self, taint: &kpool_policy::model::Taint) -> bool {
+        fn f<'s>(s: &'s Option<Str<'_>>) -> &'s str {
+            s.as_deref().unwrap_or("")
+        }
+        taint.is_tolerated(
+            f(&self.key),
+            f(&self.operator),
+            f(&self.value),
+            f(&self.effect),
+        )
+    }
+}
+
+/// As JSON, the fields present in the API's order (for messages).
+impl std::fmt::Display for TolerationView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::from("{");
+        for (name, v) in [
+            ("key", &self.key),
+            ("operator", &self.operator),
+            ("value", &self.value),
+            ("effect", &self.effect),
+        ] {
+            if let Some(v) = v {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push('"');
+                out.push_str(name);
+                out.push_str("\":");
+                kpool_policy::push_json_str(&mut out, v);
+            }
+        }
+        if let Some(s) = self.toleration_seconds {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str("\"tolerationSeconds\":");
+            out.push_str(&s.to_string());
+        }
+        out.push('}');
+        f.write_str(&out)
+    }
 }
 
 /// Anything identified by `name` (volumes).
@@ -265,5 +346,60 @@ impl std::ops::Deref for Str<'_> {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kpool_policy::model::{Taint, TaintEffect};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn field() -> impl Strategy<Value = Option<&'static str>> {
+        proptest::option::of(proptest::sample::select(vec![
+            "",
+            "dedicated",
+            "kafka",
+            "other",
+            "Exists",
+            "Equal",
+            "NoSchedule",
+            "NoExecute",
+        ]))
+    }
+
+    proptest! {
+        /// The typed toleration decides exactly as the policy's rule on the JSON value, and
+        /// prints back as the same JSON.
+        #[test]
+        fn typed_toleration_matches_the_value_rule(
+            key in field(), operator in field(), value in field(), effect in field(),
+            seconds in proptest::option::of(0i64..100_000),
+            taint_value in proptest::option::of(proptest::sample::select(vec!["kafka", ""])),
+            no_execute: bool,
+        ) {
+            let mut t = serde_json::Map::new();
+            for (k, v) in [("key", key), ("operator", operator), ("value", value), ("effect", effect)] {
+                if let Some(v) = v {
+                    t.insert(k.to_owned(), json!(v));
+                }
+            }
+            if let Some(s) = seconds {
+                t.insert("tolerationSeconds".to_owned(), json!(s));
+            }
+            let t = Value::Object(t);
+            let taint = Taint {
+                key: "dedicated".to_owned(),
+                value: taint_value.map(str::to_owned),
+                effect: if no_execute { TaintEffect::NoExecute } else { TaintEffect::NoSchedule },
+            };
+            let text = t.to_string();
+            let view: TolerationView<'_> = serde_json::from_str(&text).expect("reads");
+            prop_assert_eq!(view.tolerates(&taint), taint.is_tolerated_by(&t));
+            let printed: Value = serde_json::from_str(&view.to_string()).expect("prints JSON");
+            prop_assert_eq!(printed, t);
+        }
     }
 }

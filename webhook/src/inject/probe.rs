@@ -63,17 +63,20 @@ impl Fixed {
                     "readOnlyRootFilesystem": true,
                     "capabilities": {"drop": ["ALL"]}
                 }
-            })),
-            bin_volume: RawJson::value(&json!({"name": BIN_VOLUME, "emptyDir": {"sizeLimit": "32Mi"}})),
-            bin_mount: RawJson::value(&json!({"name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true})),
-            probe_raw: RawJson::value(&probe),
+            }))
+            .shared(),
+            bin_volume: RawJson::value(&json!({"name": BIN_VOLUME, "emptyDir": {"sizeLimit": "32Mi"}}))
+                .shared(),
+            bin_mount: RawJson::value(&json!({"name": BIN_VOLUME, "mountPath": BIN_DIR, "readOnly": true}))
+                .shared(),
+            probe_raw: RawJson::value(&probe).shared(),
             probe,
             downward_env: PROBE_ENV
                 .iter()
                 .zip(["status.hostIP", "metadata.name", "metadata.namespace"])
                 .map(|(name, field)| {
                     let entry = json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field}}});
-                    (*name, field, RawJson::value(&entry))
+                    (*name, field, RawJson::value(&entry).shared())
                 })
             .collect(),
         }

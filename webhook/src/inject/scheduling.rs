@@ -19,6 +19,10 @@ pub(super) struct Fixed {
     pool_expr: Value,
     anti_term: Value,
     spread: RawJson,
+    /// The whole affinity of a pod that has none, per zone (index of the policy's zones),
+    /// and for a template (no zone).
+    whole_per_zone: Vec<RawJson>,
+    whole_template: RawJson,
 }
 
 impl Fixed {
@@ -34,34 +38,71 @@ impl Fixed {
             }
         };
         let selector = json!({"matchLabels": spec.brokers.selector});
+        let pool_expr = json!({
+            "key": spec.pool.node_label.key,
+            "operator": "In",
+            "values": [spec.pool.node_label.value],
+        });
+        // All namespaces: brokers of another Kafka cluster must not share the node either.
+        let anti_term = json!({
+            "labelSelector": selector,
+            "namespaceSelector": {},
+            "topologyKey": HOSTNAME_KEY,
+        });
+        let whole = |zone: Option<&str>| {
+            let zone_expr = zone.map(|z| zone_expr(policy, z));
+            let exprs: Vec<&Value> = std::iter::once(&pool_expr)
+                .chain(zone_expr.as_ref())
+                .collect();
+            RawJson::value(&json!({
+                "nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": exprs}]}},
+                "podAntiAffinity": {REQUIRED: [anti_term]},
+            }))
+            .shared()
+        };
         Self {
-            toleration: RawJson::value(&toleration),
-            pool_expr: json!({
-                "key": spec.pool.node_label.key,
-                "operator": "In",
-                "values": [spec.pool.node_label.value],
-            }),
-            // All namespaces: brokers of another Kafka cluster must not share the node either.
-            anti_term: json!({
-                "labelSelector": selector,
-                "namespaceSelector": {},
-                "topologyKey": HOSTNAME_KEY,
-            }),
+            toleration: RawJson::value(&toleration).shared(),
+            whole_per_zone: spec.zones.iter().map(|z| whole(Some(z))).collect(),
+            whole_template: whole(None),
+            pool_expr,
+            anti_term,
             spread: RawJson::value(&json!({
                 "maxSkew": spec.spread.max_skew,
                 "topologyKey": spec.pool.zone_label,
                 "whenUnsatisfiable": spec.spread.when_unsatisfiable.as_str(),
                 "labelSelector": selector,
-            })),
+            }))
+            .shared(),
         }
     }
+
+    /// The prebuilt affinity for a pod without one (`None`: the zone is not the policy's).
+    fn whole(&self, policy: &Policy, id: Option<&BrokerIdentity<'_>>) -> Option<&RawJson> {
+        match id {
+            None => Some(&self.whole_template),
+            Some(id) => policy
+                .spec()
+                .zones
+                .iter()
+                .position(|z| z == id.zone)
+                .and_then(|i| self.whole_per_zone.get(i)),
+        }
+    }
+}
+
+fn zone_expr(policy: &Policy, zone: &str) -> Value {
+    json!({
+        "key": policy.spec().pool.zone_label,
+        "operator": "In",
+        "values": [zone],
+    })
 }
 
 /// Ensures the pod tolerates the pool taint (an existing matching toleration is enough).
 pub(super) fn toleration(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
     let taint = &plan.injector.policy.spec().pool.taint;
     let existing = spec.tolerations.as_deref().unwrap_or_default();
-    if existing.iter().any(|t| taint.is_tolerated_by(t)) {
+    if existing.iter().any(|t| t.tolerates(taint)) {
         return;
     }
     let t = plan.injector.scheduling.toleration.clone();
@@ -79,26 +120,28 @@ pub(super) fn toleration(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
 /// expressions are ANDed into each existing term, by targeted operations.
 pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&BrokerIdentity<'_>>) {
     let fixed = &plan.injector.scheduling;
-    let zone_expr = id.map(|id| {
-        json!({
-            "key": plan.injector.policy.spec().pool.zone_label,
-            "operator": "In",
-            "values": [id.zone],
-        })
-    });
+    if spec.affinity.as_ref().is_none_or(|a| !a.is_object())
+        && let Some(prebuilt) = fixed.whole(&plan.injector.policy, id)
+    {
+        // No affinity yet: one operation adds all of it, prebuilt for the broker's zone.
+        plan.push(
+            Piece::NodeAffinity,
+            PatchOp::add("/spec/affinity", prebuilt.clone()),
+        );
+        plan.changed.push(Piece::AntiAffinity);
+        return;
+    }
+    let zone_expr = id.map(|id| zone_expr(&plan.injector.policy, id.zone));
     let exprs: Vec<&Value> = std::iter::once(&fixed.pool_expr)
         .chain(zone_expr.as_ref())
         .collect();
     let Some(affinity) = spec.affinity.as_ref().filter(|a| a.is_object()) else {
         // No affinity yet: one operation adds all of it.
-        let value = json!({
+        let value = RawJson::value(&json!({
             "nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": exprs}]}},
             "podAntiAffinity": {REQUIRED: [fixed.anti_term]},
-        });
-        plan.push(
-            Piece::NodeAffinity,
-            PatchOp::add("/spec/affinity", RawJson::value(&value)),
-        );
+        }));
+        plan.push(Piece::NodeAffinity, PatchOp::add("/spec/affinity", value));
         plan.changed.push(Piece::AntiAffinity);
         return;
     };

@@ -129,7 +129,8 @@ pub(super) fn prepare(
 }
 
 fn render(template: &kpool_policy::JsonTemplate, vars: &dyn Vars) -> RawJson {
-    let mut text = String::with_capacity(512);
+    // Room for a typical sidecar container without regrowing.
+    let mut text = String::with_capacity(2048);
     template.render_json(vars, &mut text);
     RawJson::trusted(text)
 }
@@ -151,18 +152,16 @@ pub(super) fn find_container(spec: &SpecView<'_>, name: &str) -> Option<(&'stati
 pub(super) fn apply_volumes(
     plan: &mut Plan<'_>,
     spec: &SpecView<'_>,
-    sidecar: &SidecarPlan,
+    sidecar: &mut SidecarPlan,
     bin_volume: Action,
 ) {
     let mut appends = Vec::new();
-    for action in sidecar.volumes.iter().chain(std::iter::once(&bin_volume)) {
+    let volumes = std::mem::take(&mut sidecar.volumes);
+    for action in volumes.into_iter().chain(std::iter::once(bin_volume)) {
         match action {
-            Action::Append(v) => appends.push(v.clone()),
+            Action::Append(v) => appends.push(v),
             Action::Replace { path, value } => {
-                plan.push(
-                    Piece::Volumes,
-                    PatchOp::replace(path.clone(), value.clone()),
-                );
+                plan.push(Piece::Volumes, PatchOp::replace(path, value));
             }
             Action::Keep => {}
         }
