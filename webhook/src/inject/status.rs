@@ -32,6 +32,43 @@ impl Status {
     pub fn parse(s: &str) -> Option<Self> {
         serde_json::from_str(s).ok()
     }
+
+    /// The annotation value: exactly serde's compact encoding (pods annotated by earlier
+    /// versions compare equal, so re-admission stays a no-op), written directly.
+    pub fn to_json(&self) -> String {
+        use kpool_policy::push_json_str;
+        let list = |out: &mut String, items: &[String]| {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(out, item);
+            }
+            out.push(']');
+        };
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"version\":");
+        out.push_str(&self.version.to_string());
+        out.push_str(",\"policyHash\":");
+        push_json_str(&mut out, &self.policy_hash);
+        out.push_str(",\"scope\":");
+        push_json_str(&mut out, &self.scope);
+        out.push_str(",\"containers\":");
+        list(&mut out, &self.containers);
+        out.push_str(",\"volumes\":");
+        list(&mut out, &self.volumes);
+        if let Some(id) = self.broker_id {
+            out.push_str(",\"brokerId\":");
+            out.push_str(&id.to_string());
+        }
+        if let Some(rack) = &self.rack {
+            out.push_str(",\"rack\":");
+            push_json_str(&mut out, rack);
+        }
+        out.push('}');
+        out
+    }
 }
 
 /// Ensures the status annotation describes this pass.
@@ -49,7 +86,7 @@ pub(super) fn annotation(
         broker_id: id.map(|i| i.broker_id),
         rack: id.map(|i| i.rack.to_owned()),
     };
-    let text = serde_json::to_string(&status).unwrap_or_default();
+    let text = status.to_json();
     if meta.annotation(STATUS_ANNOTATION) == Some(text.as_str()) {
         return;
     }
@@ -65,4 +102,27 @@ pub(super) fn annotation(
         }
     };
     plan.push(Piece::Status, op);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn written_status_is_serdes_encoding(
+            version in 0u32..5,
+            policy_hash in "sha256:[0-9a-f]{0,8}|\\PC{0,6}",
+            scope in "pod|template|\"q\"",
+            containers in proptest::collection::vec("\\PC{0,8}", 0..3),
+            volumes in proptest::collection::vec("[a-z\\\\\"-]{0,8}", 0..3),
+            broker_id in proptest::option::of(any::<i32>()),
+            rack in proptest::option::of("\\PC{0,8}"),
+        ) {
+            let s = Status { version, policy_hash, scope, containers, volumes, broker_id, rack };
+            prop_assert_eq!(s.to_json(), serde_json::to_string(&s).expect("encodes"));
+        }
+    }
 }
