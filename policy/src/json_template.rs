@@ -36,7 +36,12 @@ pub fn push_json_str(out: &mut String, s: &str) {
         out.push('"');
         return;
     }
-    out.reserve(s.len() + 2);
+    // Room for every escape at once (most are two bytes), so the buffer grows once.
+    let escapes = s
+        .bytes()
+        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .count();
+    out.reserve(s.len() + 2 + escapes * 6);
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

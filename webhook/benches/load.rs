@@ -1,7 +1,10 @@
 //! Load harness for the admission server: HTTPS keep-alive throughput and latency of
 //! `POST /mutate` with the captured CREATE of broker pod `kafka-0`, measured in the same
 //! run beside a bare axum + rustls handler that answers every POST with a body of the same
-//! size (the floor: TLS, HTTP and the network stack, no admission work).
+//! size (the floor: TLS, HTTP and the network stack, no admission work), and beside the
+//! same bare handler made to read the review with serde_json (`IgnoredAny`: every byte
+//! scanned and validated, nothing built), which is the least any webhook that reads the
+//! whole review must do, so the table shows how much of the gap is parsing alone.
 //!
 //! Both servers run as separate processes (the release `kpool-webhook serve`, and this
 //! harness re-executed in "bare" mode) with the same TLS setup; this process is the client:
@@ -38,10 +41,12 @@ const REVIEW: &str = "tests/fixtures/admission/000-create-kafka-0.json";
 
 /// Environment variable that turns this binary into the bare server: the body file.
 const BARE_BODY: &str = "KPOOL_LOAD_BARE_BODY";
+/// Set (to 1) with [`BARE_BODY`]: the bare server scans each request body as JSON first.
+const BARE_SCAN: &str = "KPOOL_LOAD_BARE_SCAN";
 
 fn main() -> ExitCode {
     if let Ok(body) = std::env::var(BARE_BODY) {
-        return bare_server(Path::new(&body));
+        return bare_server(Path::new(&body), std::env::var_os(BARE_SCAN).is_some());
     }
     if std::env::args().any(|a| a == "--list") {
         return ExitCode::SUCCESS; // `cargo test --benches` lists; there is nothing to list
@@ -57,7 +62,7 @@ fn main() -> ExitCode {
 
 // ---- the bare server -------------------------------------------------------------------
 
-fn bare_server(body: &Path) -> ExitCode {
+fn bare_server(body: &Path, scan: bool) -> ExitCode {
     let dir = body.parent().expect("body in the temp dir");
     let body = Bytes::from(std::fs::read(body).expect("read body"));
     kpool_certs::tls::install_crypto_provider();
@@ -72,18 +77,16 @@ fn bare_server(body: &Path) -> ExitCode {
     let addr = listener.local_addr().expect("addr");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
-        let app = axum::Router::new().route(
-            "/mutate",
-            axum::routing::post(move || {
-                let body = body.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        body,
-                    )
+        let handler = move |request: Bytes| {
+            let body = body.clone();
+            async move {
+                if scan && serde_json::from_slice::<serde::de::IgnoredAny>(&request).is_err() {
+                    return (axum::http::StatusCode::BAD_REQUEST, Bytes::new());
                 }
-            }),
-        );
+                (axum::http::StatusCode::OK, body)
+            }
+        };
+        let app = axum::Router::new().route("/mutate", axum::routing::post(handler));
         let server = axum_server::from_tcp_rustls(listener, config).expect("server");
         println!("LISTEN {addr}");
         std::io::stdout().flush().expect("flush");
@@ -194,9 +197,13 @@ fn start_webhook(dir: &Path) -> Result<Server, String> {
     Ok(server)
 }
 
-fn start_bare(body_file: &Path) -> Result<Server, String> {
-    let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-        .env(BARE_BODY, body_file)
+fn start_bare(body_file: &Path, scan: bool) -> Result<Server, String> {
+    let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    command.env(BARE_BODY, body_file);
+    if scan {
+        command.env(BARE_SCAN, "1");
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -211,7 +218,11 @@ fn start_bare(body_file: &Path) -> Result<Server, String> {
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| format!("bare server said {line:?}"))?;
     Ok(Server {
-        name: "bare axum+rustls",
+        name: if scan {
+            "bare + JSON scan of the review"
+        } else {
+            "bare axum+rustls"
+        },
         addr,
         child,
     })
@@ -405,43 +416,42 @@ fn orchestrate() -> Result<(), String> {
     client.expect_len = answer_len;
     let body_file = dir.path().join("answer.json");
     std::fs::write(&body_file, &answer).map_err(|e| e.to_string())?;
-    let bare = start_bare(&body_file)?;
+    let servers = [
+        webhook,
+        start_bare(&body_file, false)?,
+        start_bare(&body_file, true)?,
+    ];
     eprintln!(
         "review {} bytes, answer {answer_len} bytes; {CONNECTIONS} keep-alive connections; {rounds} rounds of {:.1} s per server",
         client.review.len(),
         phase.as_secs_f64()
     );
 
-    // (requests per second, server CPU µs per request) per round.
-    let mut webhook_rps: Vec<(f64, f64)> = Vec::new();
-    let mut bare_rps: Vec<(f64, f64)> = Vec::new();
+    // (requests per second, server CPU µs per request) per server, per round.
+    let mut closed: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+    let mut latencies: Vec<Vec<u64>> = Vec::new();
     runtime.block_on(async {
         // Warm-up: TLS session setup, allocator, caches.
-        closed_loop(&client, &webhook, Duration::from_millis(500)).await?;
-        closed_loop(&client, &bare, Duration::from_millis(500)).await?;
+        for server in &servers {
+            closed_loop(&client, server, Duration::from_millis(500)).await?;
+        }
         for round in 0..rounds {
-            let (w, wc) = closed_loop(&client, &webhook, phase).await?;
-            let (b, bc) = closed_loop(&client, &bare, phase).await?;
-            eprintln!(
-                "round {}: kpool-webhook {w:.0} req/s ({wc:.1} µs CPU/req), bare {b:.0} req/s ({bc:.1} µs CPU/req)",
-                round + 1
-            );
-            webhook_rps.push((w, wc));
-            bare_rps.push((b, bc));
+            let mut line = format!("round {}:", round + 1);
+            for (server, results) in servers.iter().zip(&mut closed) {
+                let (rps, cpu) = closed_loop(&client, server, phase).await?;
+                line.push_str(&format!(
+                    " {} {rps:.0} req/s ({cpu:.1} µs CPU/req);",
+                    server.name
+                ));
+                results.push((rps, cpu));
+            }
+            eprintln!("{line}");
+        }
+        for server in &servers {
+            latencies.push(paced(&client, server.addr, phase).await?);
         }
         Ok::<(), String>(())
     })?;
-    let (w_paced, b_paced) = runtime.block_on(async {
-        let w = paced(&client, webhook.addr, phase).await?;
-        let b = paced(&client, bare.addr, phase).await?;
-        Ok::<_, String>((w, b))
-    })?;
-    let w_cpu = median(webhook_rps.iter().map(|r| r.1).collect());
-    let b_cpu = median(bare_rps.iter().map(|r| r.1).collect());
-    let (w_rps, b_rps) = (
-        median(webhook_rps.into_iter().map(|r| r.0).collect()),
-        median(bare_rps.into_iter().map(|r| r.0).collect()),
-    );
     let audit_lines = std::fs::read_to_string(dir.path().join("audit.jsonl"))
         .map(|t| t.lines().count())
         .unwrap_or(0);
@@ -450,25 +460,27 @@ fn orchestrate() -> Result<(), String> {
         "| server | closed loop, {CONNECTIONS} conns (median of {rounds}) | server CPU per request | p50 @ {PACED_RPS}/s | p99 @ {PACED_RPS}/s | peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
-    for (s, rps, cpu, lat) in [
-        (&webhook, w_rps, w_cpu, &w_paced),
-        (&bare, b_rps, b_cpu, &b_paced),
-    ] {
+    let mut rps = Vec::new();
+    for ((server, results), lat) in servers.iter().zip(closed).zip(&latencies) {
+        let cpu = median(results.iter().map(|r| r.1).collect());
+        let r = median(results.into_iter().map(|r| r.0).collect());
         println!(
-            "| {} | {rps:.0} req/s | {cpu:.1} µs | {:.3} ms | {:.3} ms | {:.1} MiB |",
-            s.name,
+            "| {} | {r:.0} req/s | {cpu:.1} µs | {:.3} ms | {:.3} ms | {:.1} MiB |",
+            server.name,
             pct(lat, 0.50),
             pct(lat, 0.99),
-            s.peak_rss_mib()?
+            server.peak_rss_mib()?
         );
+        rps.push(r);
     }
     println!(
-        "throughput ratio kpool-webhook / bare: {:.2}",
-        w_rps / b_rps
+        "throughput ratio kpool-webhook / bare: {:.2} (bare + JSON scan / bare: {:.2})",
+        rps[0] / rps[1],
+        rps[2] / rps[1]
     );
     println!(
-        "paced requests: {} per server; audit lines written by kpool-webhook: {audit_lines}",
-        w_paced.len()
+        "paced requests: {} per server; audit lines in the current audit file: {audit_lines}",
+        latencies[0].len()
     );
     Ok(())
 }

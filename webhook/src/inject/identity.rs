@@ -8,7 +8,7 @@ use kpool_policy::keys::{BROKER_ID_LABEL, CLUSTER_LABEL, RACK_LABEL, ZONE_LABEL}
 use kpool_policy::model::OnConflict;
 use serde_json::Value;
 
-use super::patch::{RawJson, push_segment, write_json_str};
+use super::patch::{RawJson, container_path, join, push_index, push_segment, write_json_str};
 use super::pod::{EnvView, MetaView, SpecView};
 use super::sidecar::append_all;
 use super::{PatchOp, Piece, Plan};
@@ -145,7 +145,7 @@ pub(super) fn env(
     );
 
     let container = &spec.containers.as_deref().unwrap_or_default()[broker];
-    let base = format!("/spec/containers/{broker}/env");
+    let base = container_path(broker, "/env");
     let Some(existing) = container.env.as_deref() else {
         for w in &want {
             if !plan.changed.contains(&w.piece) {
@@ -169,10 +169,14 @@ pub(super) fn env(
                     w.entry().as_str()
                 ));
             }
-            Some(i) => plan.push(w.piece, PatchOp::replace(format!("{base}/{i}"), w.entry())),
+            Some(i) => {
+                let mut path = join(&base, "/");
+                push_index(&mut path, i);
+                plan.push(w.piece, PatchOp::replace(path, w.entry()));
+            }
         }
     }
     for w in appends {
-        plan.push(w.piece, PatchOp::add(format!("{base}/-"), w.entry()));
+        plan.push(w.piece, PatchOp::add(join(&base, "/-"), w.entry()));
     }
 }

@@ -140,6 +140,41 @@ pub fn push_segment(pointer: &mut String, segment: &str) {
     }
 }
 
+/// `base` followed by `suffix`, allocated once at its final size (`format!` grows its
+/// buffer step by step, and these paths are built for every operation of every request).
+pub fn join(base: &str, suffix: &str) -> String {
+    let mut s = String::with_capacity(base.len() + suffix.len());
+    s.push_str(base);
+    s.push_str(suffix);
+    s
+}
+
+/// `/spec/containers/<index><tail>`.
+pub fn container_path(index: usize, tail: &str) -> String {
+    let mut s = String::with_capacity(24 + tail.len());
+    s.push_str("/spec/containers/");
+    push_index(&mut s, index);
+    s.push_str(tail);
+    s
+}
+
+/// Appends a decimal index.
+pub fn push_index(s: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        s.push(char::from(d));
+    }
+}
+
 /// A JSON pointer from segments.
 pub fn pointer(segments: &[&str]) -> String {
     let mut p = String::with_capacity(segments.iter().map(|s| s.len() + 1).sum());
@@ -201,6 +236,20 @@ mod tests {
             "/metadata/labels/kpool.io~1rack"
         );
         assert_eq!(pointer(&["a~b"]), "/a~0b");
+    }
+
+    #[test]
+    fn paths_are_built_like_format() {
+        for n in [0usize, 7, 10, 99, 123_456, usize::MAX] {
+            assert_eq!(
+                container_path(n, "/env"),
+                format!("/spec/containers/{n}/env")
+            );
+            let mut s = String::new();
+            push_index(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        assert_eq!(join("/spec/volumes", "/-"), "/spec/volumes/-");
     }
 
     #[test]

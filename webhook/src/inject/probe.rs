@@ -4,7 +4,7 @@ use kpool_policy::Policy;
 use kpool_policy::model::OnConflict;
 use serde_json::{Value, json};
 
-use super::patch::{RawJson, is_subset};
+use super::patch::{RawJson, container_path, is_subset, join};
 use super::pod::SpecView;
 use super::sidecar::{Action, append_all, find_container};
 use super::{DenyReason, PatchOp, Piece, Plan};
@@ -164,7 +164,7 @@ pub(super) fn installer(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
 /// Ensures the broker container mounts `kpool-probe` and its readiness probe runs it.
 pub(super) fn mount_and_probe(plan: &mut Plan<'_>, spec: &SpecView<'_>, broker: usize) {
     let container = &spec.containers.as_deref().unwrap_or_default()[broker];
-    let base = format!("/spec/containers/{broker}");
+    let base = container_path(broker, "");
     let fixed = &plan.injector.fixed;
 
     let mounts = container.volume_mounts.as_deref();
@@ -177,7 +177,7 @@ pub(super) fn mount_and_probe(plan: &mut Plan<'_>, spec: &SpecView<'_>, broker: 
         append_all(
             plan,
             Piece::ProbeMount,
-            &format!("{base}/volumeMounts"),
+            &join(&base, "/volumeMounts"),
             mounts.is_some(),
             vec![v],
         );
@@ -196,7 +196,7 @@ pub(super) fn mount_and_probe(plan: &mut Plan<'_>, spec: &SpecView<'_>, broker: 
             let value = fixed.probe_raw.clone();
             plan.push(
                 Piece::ReadinessProbe,
-                PatchOp::add(format!("{base}/readinessProbe"), value),
+                PatchOp::add(join(&base, "/readinessProbe"), value),
             );
         }
     }

@@ -236,7 +236,7 @@ pub(super) fn append_all(
     }
     if exists {
         for value in items {
-            plan.push(piece, PatchOp::add(format!("{path}/-"), value));
+            plan.push(piece, PatchOp::add(super::patch::join(path, "/-"), value));
         }
     } else {
         plan.push(piece, PatchOp::add(path, array(&items)));
