@@ -14,6 +14,7 @@ use kpool_policy::push_json_str;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::inject::patch::push_index;
 use crate::inject::pod::Str;
 use crate::inject::{PodError, PodView};
 
@@ -220,7 +221,7 @@ pub fn encode(uid: &str, answer: &Answer) -> Vec<u8> {
     }
     if let Some((code, message)) = &answer.status {
         out.push_str(r#","status":{"code":"#);
-        out.push_str(itoa_u16(*code, &mut [0; 5]));
+        push_index(&mut out, usize::from(*code));
         out.push_str(r#","message":"#);
         push_json_str(&mut out, message);
         out.push('}');
@@ -237,19 +238,6 @@ pub fn encode(uid: &str, answer: &Answer) -> Vec<u8> {
     }
     out.push_str("}}");
     out.into_bytes()
-}
-
-fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 #[cfg(test)]
