@@ -40,6 +40,7 @@ pub fn big_snapshot() -> Snapshot {
                         replicas,
                         isr,
                         offline_replicas: vec![],
+                        adding_replicas: vec![],
                     }
                 })
                 .collect(),

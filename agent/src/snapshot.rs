@@ -46,6 +46,11 @@ pub struct Partition {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub offline_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress is adding (ListPartitionReassignments; empty
+    /// when none is, or when the cluster cannot say). Metadata lists them among `replicas`,
+    /// but they do not make a partition under-replicated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
 }
 
 /// Kafka's default for `min.insync.replicas` when nothing sets it.

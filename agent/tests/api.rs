@@ -42,6 +42,7 @@ fn snapshot(isr_of_1: &[i32]) -> Snapshot {
                     replicas: ids.to_vec(),
                     isr: ids.to_vec(),
                     offline_replicas: vec![],
+                    adding_replicas: vec![],
                 },
                 Partition {
                     index: 1,
@@ -49,6 +50,7 @@ fn snapshot(isr_of_1: &[i32]) -> Snapshot {
                     replicas: ids.to_vec(),
                     isr: isr_of_1.to_vec(),
                     offline_replicas: vec![],
+                    adding_replicas: vec![],
                 },
             ],
         }],

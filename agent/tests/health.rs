@@ -40,6 +40,7 @@ fn partition(index: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> Partitio
         replicas: replicas.to_vec(),
         isr: isr.to_vec(),
         offline_replicas: vec![],
+        adding_replicas: vec![],
     }
 }
 
@@ -104,6 +105,32 @@ fn healthy_cluster_is_ready_and_restart_safe() {
         v.reasons[0].starts_with("ready: broker 101 registered, its 9 replicas in sync"),
         "{v:?}"
     );
+}
+
+#[test]
+fn a_reassignment_target_catching_up_is_neither_under_replication_nor_lagging() {
+    // orders-0 moves from brokers 0,1,2 to 0,1,100: 100 is being added, not in the ISR yet.
+    let mut s = healthy();
+    let p = &mut s.topics[0].partitions[0];
+    p.replicas = vec![0, 1, 2, 100];
+    p.isr = vec![0, 1, 2];
+    p.adding_replicas = vec![100];
+    let h = evaluate(&s, &policy(), 10);
+    assert_eq!(h.summary.under_replicated.count, 0);
+    assert_eq!(h.broker(100).out_of_sync.count, 0);
+    for mode in [VerdictMode::Broker, VerdictMode::Cluster] {
+        let mut i = inputs(&h, 100);
+        i.mode = mode;
+        let v = verdict(i);
+        assert!(v.ready, "{mode:?}: {v:?}");
+    }
+    // The same partition without the reassignment listing (a broker that refused it):
+    // broker 100 looks like a lagging replica and the partition under-replicated.
+    s.topics[0].partitions[0].adding_replicas.clear();
+    let h = evaluate(&s, &policy(), 10);
+    assert_eq!(h.summary.under_replicated.count, 1);
+    assert_eq!(h.broker(100).out_of_sync.count, 1);
+    assert!(!verdict(inputs(&h, 100)).ready);
 }
 
 #[test]
@@ -337,7 +364,7 @@ fn kubernetes_outage_keeps_the_verdict_within_the_bound_then_is_stale_even_with_
 prop_compose! {
     fn random_snapshot()(
         broker_ids in prop::collection::btree_set(0i32..12, 1..10),
-        topics in prop::collection::vec((prop::option::of(1i32..5), prop::collection::vec((prop::collection::vec(0i32..14, 1..7), any::<u64>(), -2i32..14), 1..12)), 1..5),
+        topics in prop::collection::vec((prop::option::of(1i32..5), prop::collection::vec((prop::collection::vec(0i32..14, 1..7), any::<u64>(), -2i32..14, any::<u64>()), 1..12)), 1..5),
         default_min in prop::option::of(1i32..4),
     ) -> Snapshot {
         let zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"];
@@ -349,11 +376,14 @@ prop_compose! {
             name: format!("t{ti}"),
             internal: false,
             min_isr,
-            partitions: parts.into_iter().enumerate().map(|(pi, (mut replicas, isr_mask, leader))| {
+            partitions: parts.into_iter().enumerate().map(|(pi, (mut replicas, isr_mask, leader, adding_mask))| {
                 replicas.sort_unstable();
                 replicas.dedup();
                 let isr: Vec<i32> = replicas.iter().enumerate().filter(|(i, _)| isr_mask >> i & 1 == 1).map(|(_, r)| *r).collect();
-                Partition { index: pi as i32, leader: if leader < 0 { -1 } else { leader }, replicas, isr, offline_replicas: vec![] }
+                // About one replica in four is being added by a reassignment.
+                let adding_mask = adding_mask & (adding_mask >> 8);
+                let adding_replicas: Vec<i32> = replicas.iter().enumerate().filter(|(i, _)| adding_mask >> i & 1 == 1).map(|(_, r)| *r).collect();
+                Partition { index: pi as i32, leader: if leader < 0 { -1 } else { leader }, replicas, isr, offline_replicas: vec![], adding_replicas }
             }).collect(),
         }).collect();
         Snapshot { cluster_id: None, controller_id: None, brokers, topics, default_min_isr: default_min }
@@ -395,7 +425,12 @@ fn recount(s: &Snapshot, policy: &Policy) -> Recount {
         let min = t.min_isr.or(s.default_min_isr).unwrap_or(1);
         for p in &t.partitions {
             let isr = p.isr.len() as i32;
-            if p.isr.len() < p.replicas.len() {
+            let settled = p
+                .replicas
+                .iter()
+                .filter(|b| !p.adding_replicas.contains(b))
+                .count();
+            if p.isr.len() < settled {
                 r.urp += 1;
             }
             if p.leader == -1 || !live.contains(&p.leader) {
@@ -413,7 +448,7 @@ fn recount(s: &Snapshot, policy: &Policy) -> Recount {
             for b in &p.replicas {
                 let e = r.per_broker.entry(*b).or_default();
                 e.0 += 1;
-                if !p.isr.contains(b) {
+                if !p.isr.contains(b) && !p.adding_replicas.contains(b) {
                     e.1 += 1;
                 }
                 if p.replicas.len() as i32 > min && (isr < min || (isr == min && p.isr.contains(b)))

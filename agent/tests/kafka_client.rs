@@ -7,6 +7,7 @@ mod kafka_server;
 use std::time::{Duration, Instant};
 
 use kafka_server::{ApiKey, Behaviour, ClusterState, Fault, TestKafka};
+use kpool_agent::health::partition_state;
 use kpool_agent::kafka::{KafkaClient, KafkaConfig, KafkaError, NegotiatedVersions, TlsSettings};
 use kpool_agent::snapshot::{Broker, Partition, Snapshot, Topic};
 
@@ -78,6 +79,7 @@ async fn healthy_cluster_exact_snapshot() {
         replicas: replicas.to_vec(),
         isr: replicas.to_vec(),
         offline_replicas: vec![],
+        adding_replicas: vec![],
     };
     let expected = Snapshot {
         cluster_id: Some("kpool-test-cluster".into()),
@@ -108,6 +110,7 @@ async fn healthy_cluster_exact_snapshot() {
             metadata: 13,
             describe_configs: 4,
             describe_cluster: Some(2),
+            list_reassignments: Some(0),
         })
     );
     let seen = seen(&server);
@@ -118,6 +121,7 @@ async fn healthy_cluster_exact_snapshot() {
             (ApiKey::Metadata, 13),
             (ApiKey::DescribeConfigs, 4),
             (ApiKey::DescribeCluster, 2),
+            (ApiKey::ListPartitionReassignments, 0),
         ]
     );
     assert!(
@@ -656,6 +660,58 @@ async fn describe_cluster_error_falls_back_to_metadata() {
     assert_eq!(snapshot, server.state().expected_snapshot());
 }
 
+#[tokio::test]
+async fn replicas_being_added_by_a_reassignment_are_not_under_replication() {
+    let state = ClusterState::healthy(6, &SIX_RACKS, &[("orders", 4, 3)])
+        .broker_default_min_isr(Some(2))
+        .reassigning("orders", 1, &[5]);
+    let server = TestKafka::start(state).await;
+    let mut c = client(&server);
+    let snapshot = c.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot, server.state().expected_snapshot());
+    let p = partition(&snapshot, "orders", 1);
+    assert_eq!(p.replicas, [1, 2, 3, 5]);
+    assert_eq!(p.isr, [1, 2, 3]);
+    assert_eq!(p.adding_replicas, [5]);
+    let live = |_: i32| true;
+    assert!(!partition_state(p, 2, live).under_replicated);
+    // An original replica that drops out of the ISR meanwhile still counts.
+    server.update_state(|s| s.set_isr("orders", 1, &[1, 2]));
+    let snapshot = c.snapshot().await.expect("snapshot");
+    let p = partition(&snapshot, "orders", 1);
+    assert_eq!(p.adding_replicas, [5]);
+    assert!(partition_state(p, 2, live).under_replicated);
+}
+
+#[tokio::test]
+async fn a_refused_reassignment_listing_keeps_the_snapshot() {
+    let state = ClusterState::healthy(6, &SIX_RACKS, &[("orders", 4, 3)])
+        .broker_default_min_isr(Some(2))
+        .reassigning("orders", 1, &[5]);
+    let server = TestKafka::start(state).await;
+    // NOT_CONTROLLER: a ZooKeeper-mode broker that is not the controller.
+    server.set_behaviour(Behaviour::error_on(ApiKey::ListPartitionReassignments, 41));
+    let mut c = client(&server);
+    for _ in 0..2 {
+        let snapshot = c.snapshot().await.expect("snapshot despite the refusal");
+        let p = partition(&snapshot, "orders", 1);
+        assert!(
+            p.adding_replicas.is_empty(),
+            "nothing known about the reassignment"
+        );
+        // Without the listing, the new replica counts as missing (Metadata alone).
+        assert!(partition_state(p, 2, |_| true).under_replicated);
+    }
+    let asked = seen(&server)
+        .iter()
+        .filter(|(k, _)| *k == ApiKey::ListPartitionReassignments)
+        .count();
+    assert_eq!(
+        asked, 2,
+        "asked on every poll, in case the controller moves here"
+    );
+}
+
 // ---------------------------------------------------------------- versions
 
 #[tokio::test]
@@ -664,7 +720,8 @@ async fn negotiates_down_to_lower_broker_versions() {
         .api_versions(ApiKey::ApiVersions, 0, 2)
         .api_versions(ApiKey::Metadata, 0, 8)
         .api_versions(ApiKey::DescribeConfigs, 0, 2)
-        .without_api(ApiKey::DescribeCluster);
+        .without_api(ApiKey::DescribeCluster)
+        .without_api(ApiKey::ListPartitionReassignments);
     let server = TestKafka::start(state).await;
     let mut c = client(&server);
     let snapshot = c.snapshot().await.expect("snapshot");
@@ -676,6 +733,7 @@ async fn negotiates_down_to_lower_broker_versions() {
             metadata: 8,
             describe_configs: 2,
             describe_cluster: None,
+            list_reassignments: None,
         })
     );
     let seen = seen(&server);

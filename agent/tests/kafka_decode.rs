@@ -21,13 +21,26 @@ fn cluster() -> ClusterState {
         .offline("payments", 1)
 }
 
+/// The same cluster with a reassignment under way, for ListPartitionReassignments (the
+/// other APIs' encodings, and so their committed fuzz seeds, stay as they were).
+fn moving_cluster() -> ClusterState {
+    cluster()
+        .add_topic("moving", 6, 3)
+        .reassigning("moving", 4, &[0])
+}
+
 /// Every (API, version) the client asks, with the server's encoding of a typical answer.
 fn encodings() -> Vec<(ApiKey, i16, Vec<u8>)> {
-    let state = cluster();
+    let (state, moving) = (cluster(), moving_cluster());
     let mut out = Vec::new();
     for (key, (min, max)) in supported() {
+        let state = if key == ApiKey::ListPartitionReassignments {
+            &moving
+        } else {
+            &state
+        };
         for v in min..=max {
-            let body = typical_response(&state, key, v).expect("the server answers this API");
+            let body = typical_response(state, key, v).expect("the server answers this API");
             out.push((key, v, body));
         }
     }
@@ -39,8 +52,8 @@ fn every_supported_version_decodes_what_kafka_protocol_encodes() {
     let all = encodings();
     assert_eq!(
         all.len(),
-        4 + 13 + 4 + 3,
-        "ApiVersions 0-3, Metadata 1-13, DescribeConfigs 1-4, DescribeCluster 0-2"
+        4 + 13 + 4 + 3 + 1,
+        "ApiVersions 0-3, Metadata 1-13, DescribeConfigs 1-4, DescribeCluster 0-2, ListPartitionReassignments 0"
     );
     for (key, v, body) in all {
         let decoded = decode_response(key, v, Bytes::from(body))
@@ -60,6 +73,10 @@ fn every_supported_version_decodes_what_kafka_protocol_encodes() {
             }
             (ApiKey::DescribeCluster, Response::DescribeCluster(r)) => {
                 assert_eq!(r.brokers.len(), 5, "v{v}")
+            }
+            (ApiKey::ListPartitionReassignments, Response::ListPartitionReassignments(r)) => {
+                assert_eq!(r.topics.len(), 1, "v{v}: orders-4 is being moved");
+                assert_eq!(r.topics[0].partitions[0].adding_replicas.len(), 1, "v{v}");
             }
             (key, other) => panic!("{key:?} v{v} decoded as {other:?}"),
         }
@@ -103,6 +120,7 @@ fn name(key: ApiKey) -> &'static str {
         ApiKey::Metadata => "Metadata",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         _ => "?",
     }
 }

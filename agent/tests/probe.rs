@@ -30,6 +30,7 @@ fn snapshot(isr: &[i32]) -> Snapshot {
                 replicas: vec![0, 1, 2],
                 isr: isr.to_vec(),
                 offline_replicas: vec![],
+                adding_replicas: vec![],
             }],
         }],
         ..Snapshot::default()

@@ -158,11 +158,12 @@ pub fn kafka_exchange(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    let api = match selector % 4 {
+    let api = match selector % 5 {
         0 => ApiKey::ApiVersions,
         1 => ApiKey::Metadata,
         2 => ApiKey::DescribeConfigs,
-        _ => ApiKey::DescribeCluster,
+        3 => ApiKey::DescribeCluster,
+        _ => ApiKey::ListPartitionReassignments,
     };
     let env = kafka_env();
     let mut client = env

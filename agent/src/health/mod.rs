@@ -3,7 +3,7 @@
 //! hundreds of thousands of partitions, and every probe answer reads its result.
 //!
 //! Definitions are Kafka's own (DESIGN.md, "Kafka health"):
-//! - under-replicated: `|isr| < |replicas|`
+//! - under-replicated: `|isr| < |replicas|`, replicas a reassignment is adding not counted
 //! - offline: no leader (-1), or the leader is not a live broker
 //! - under min ISR: no leader, or `|isr| < min.insync.replicas`
 //! - at min ISR: `|isr| == min.insync.replicas`
@@ -77,11 +77,23 @@ pub fn partition_state(
     let no_leader = p.leader < 0;
     let isr = i32::try_from(p.isr.len()).unwrap_or(i32::MAX);
     PartitionState {
-        under_replicated: p.isr.len() < p.replicas.len(),
+        under_replicated: p.isr.len() < replicas_excluding_adding(p),
         offline: no_leader || !is_live(p.leader),
         under_min_isr: no_leader || isr < min_isr,
         at_min_isr: isr == min_isr,
     }
+}
+
+/// The partition's replicas other than those a reassignment is adding (Kafka's own tools
+/// leave those out of under-replication: they are expected to be catching up).
+fn replicas_excluding_adding(p: &Partition) -> usize {
+    if p.adding_replicas.is_empty() {
+        return p.replicas.len();
+    }
+    p.replicas
+        .iter()
+        .filter(|r| !p.adding_replicas.contains(r))
+        .count()
 }
 
 /// Cluster-wide partition counts and offenders.
@@ -102,7 +114,8 @@ pub struct BrokerFacts {
     pub rack: Option<String>,
     /// Replicas hosted.
     pub replicas: usize,
-    /// Its replicas that are not in their partition's ISR.
+    /// Its replicas that are not in their partition's ISR (except replicas a reassignment
+    /// is still adding: catching up is what they are expected to be doing).
     pub out_of_sync: Offenders,
     /// Partitions it leads.
     pub leaders: usize,
@@ -240,7 +253,7 @@ pub fn evaluate(snapshot: &Snapshot, policy: &Policy, limit: usize) -> Health {
                 let Some(s) = index.slot(*id) else { continue };
                 let f = &mut facts[s];
                 f.replicas += 1;
-                if !in_isr[s] {
+                if !in_isr[s] && !p.adding_replicas.contains(id) {
                     f.out_of_sync.add(limit, name);
                 }
                 // Partitions with no more replicas than min ISR never block a restart.

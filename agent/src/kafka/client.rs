@@ -1,5 +1,6 @@
 //! The client: connection management, version negotiation, and turning Metadata,
-//! DescribeConfigs and DescribeCluster responses into a [`Snapshot`].
+//! DescribeConfigs, DescribeCluster and ListPartitionReassignments responses into a
+//! [`Snapshot`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -7,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, MetadataRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
     MetadataResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -23,7 +25,8 @@ use crate::snapshot::{Broker, Partition, Snapshot, Topic};
 // decoder). Metadata starts at v1 (v0 has no controller, racks or "all topics" null list);
 // DescribeConfigs at v1 (v0 has no config source).
 use super::decode::{
-    API_VERSIONS_RANGE, DESCRIBE_CLUSTER_RANGE, DESCRIBE_CONFIGS_RANGE, METADATA_RANGE,
+    API_VERSIONS_RANGE, DESCRIBE_CLUSTER_RANGE, DESCRIBE_CONFIGS_RANGE, LIST_REASSIGNMENTS_RANGE,
+    METADATA_RANGE,
 };
 
 const MIN_ISR_KEY: &str = "min.insync.replicas";
@@ -53,6 +56,9 @@ pub struct NegotiatedVersions {
     pub describe_configs: i16,
     /// DescribeCluster, `None` when the broker does not support it (Kafka before 2.8).
     pub describe_cluster: Option<i16>,
+    /// ListPartitionReassignments, `None` when the broker does not support it (Kafka
+    /// before 2.4).
+    pub list_reassignments: Option<i16>,
 }
 
 /// A Kafka admin client holding one connection, reconnecting when it breaks.
@@ -98,6 +104,9 @@ struct Live {
     /// broker default of `min.insync.replicas` (Kafka answers a broker resource only for
     /// itself).
     self_id: Option<i32>,
+    /// ListPartitionReassignments was refused on this connection and said so in a warning
+    /// (a ZooKeeper-mode broker that is not the controller refuses it on every poll).
+    reassignments_refused: bool,
 }
 
 impl KafkaClient {
@@ -152,8 +161,8 @@ impl KafkaClient {
     /// starting with the bootstrap address after the one that failed.
     ///
     /// Each network step is bounded by the configured timeout, so a call takes at most
-    /// `(4 × bootstrap addresses + 3) × timeout` (connect, TLS handshake and up to two
-    /// ApiVersions per address tried, then three requests). Cancel-safe: dropping the
+    /// `(4 × bootstrap addresses + 4) × timeout` (connect, TLS handshake and up to two
+    /// ApiVersions per address tried, then up to four requests). Cancel-safe: dropping the
     /// future mid-call drops the connection, so a half-read response is never reused.
     pub async fn snapshot(&mut self) -> Result<Snapshot, KafkaError> {
         let mut retries = 0;
@@ -210,6 +219,7 @@ impl KafkaClient {
                         index,
                         versions,
                         self_id: None,
+                        reassignments_refused: false,
                     });
                 }
                 Err(e) => {
@@ -328,6 +338,7 @@ async fn negotiate(conn: &mut Connection) -> Result<NegotiatedVersions, KafkaErr
                 DESCRIBE_CONFIGS_RANGE,
             )?,
             describe_cluster: pick(ApiKey::DescribeCluster, DESCRIBE_CLUSTER_RANGE),
+            list_reassignments: pick(ApiKey::ListPartitionReassignments, LIST_REASSIGNMENTS_RANGE),
         });
     }
 }
@@ -420,7 +431,61 @@ async fn poll(live: &mut Live, send_config_keys: bool) -> Result<Snapshot, PollE
             );
         }
     }
+
+    if let Some(v) = versions.list_reassignments {
+        let timeout_ms = i32::try_from(live.conn.timeout().as_millis()).unwrap_or(i32::MAX);
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(timeout_ms)
+            .with_topics(None);
+        let ongoing: ListPartitionReassignmentsResponse = live
+            .conn
+            .call(
+                ApiKey::ListPartitionReassignments,
+                v,
+                &request,
+                &wire::LIST_REASSIGNMENTS,
+            )
+            .await?;
+        if ongoing.error_code == 0 {
+            live.reassignments_refused = false;
+            apply_reassignments(&mut snapshot, ongoing);
+        } else if !live.reassignments_refused {
+            // Without it a reassignment's new replicas count as missing from the ISR, so
+            // partitions being moved show as under-replicated until they catch up.
+            live.reassignments_refused = true;
+            warn!(
+                addr = live.conn.addr(),
+                error = %ErrorCode(ongoing.error_code),
+                message = ongoing.error_message.as_deref().unwrap_or(""),
+                "ListPartitionReassignments refused; replicas being added by a reassignment \
+                 count as under-replicated until this broker answers it"
+            );
+        }
+    }
     Ok(snapshot)
+}
+
+/// Records the replicas each ongoing reassignment is adding on the snapshot's partitions
+/// (topics and partitions the snapshot does not have are ignored: Metadata is the list).
+fn apply_reassignments(snapshot: &mut Snapshot, ongoing: ListPartitionReassignmentsResponse) {
+    for t in ongoing.topics {
+        let Ok(ti) = snapshot
+            .topics
+            .binary_search_by(|topic| topic.name.as_str().cmp(t.name.0.as_str()))
+        else {
+            continue;
+        };
+        let topic = &mut snapshot.topics[ti];
+        for p in t.partitions {
+            if let Ok(pi) = topic
+                .partitions
+                .binary_search_by_key(&p.partition_index, |x| x.index)
+            {
+                topic.partitions[pi].adding_replicas =
+                    p.adding_replicas.into_iter().map(|b| b.0).collect();
+            }
+        }
+    }
 }
 
 /// Brokers, topics and partitions from Metadata; topics with a topic-level error are
@@ -471,6 +536,7 @@ fn from_metadata(metadata: MetadataResponse) -> Snapshot {
                     replicas: p.replica_nodes.into_iter().map(|b| b.0).collect(),
                     isr: p.isr_nodes.into_iter().map(|b| b.0).collect(),
                     offline_replicas: p.offline_replicas.into_iter().map(|b| b.0).collect(),
+                    adding_replicas: Vec::new(),
                 }
             })
             .collect();

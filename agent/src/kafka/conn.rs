@@ -47,6 +47,11 @@ pub(crate) fn label(key: ApiKey, version: i16) -> String {
 }
 
 impl Connection {
+    /// The bound on each network step of this connection.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Open TCP (and TLS when configured) to `addr`, each step bounded by `timeout`.
     pub(crate) async fn open(
         addr: &str,

@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, DescribeClusterResponse, DescribeConfigsResponse, MetadataResponse,
+    ApiKey, ApiVersionsResponse, DescribeClusterResponse, DescribeConfigsResponse,
+    ListPartitionReassignmentsResponse, MetadataResponse,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -18,6 +19,7 @@ pub(crate) const API_VERSIONS_RANGE: (i16, i16) = (0, 3);
 pub(crate) const METADATA_RANGE: (i16, i16) = (1, 13);
 pub(crate) const DESCRIBE_CONFIGS_RANGE: (i16, i16) = (1, 4);
 pub(crate) const DESCRIBE_CLUSTER_RANGE: (i16, i16) = (0, 2);
+pub(crate) const LIST_REASSIGNMENTS_RANGE: (i16, i16) = (0, 0);
 
 /// A decoded response of one of the APIs the agent asks.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,7 @@ pub enum Response {
     Metadata(MetadataResponse),
     DescribeConfigs(DescribeConfigsResponse),
     DescribeCluster(DescribeClusterResponse),
+    ListPartitionReassignments(ListPartitionReassignmentsResponse),
 }
 
 /// Why a response body could not be decoded.
@@ -38,12 +41,13 @@ pub struct DecodeError {
 }
 
 /// The APIs the client asks and the versions it implements for each.
-pub fn supported() -> [(ApiKey, (i16, i16)); 4] {
+pub fn supported() -> [(ApiKey, (i16, i16)); 5] {
     [
         (ApiKey::ApiVersions, API_VERSIONS_RANGE),
         (ApiKey::Metadata, METADATA_RANGE),
         (ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_RANGE),
         (ApiKey::DescribeCluster, DESCRIBE_CLUSTER_RANGE),
+        (ApiKey::ListPartitionReassignments, LIST_REASSIGNMENTS_RANGE),
     ]
 }
 
@@ -73,7 +77,11 @@ pub fn decode_response(key: ApiKey, version: i16, body: Bytes) -> Result<Respons
         ApiKey::DescribeConfigs => {
             decode_body(&wire::DESCRIBE_CONFIGS, version, body).map(Response::DescribeConfigs)
         }
-        _ => decode_body(&wire::DESCRIBE_CLUSTER, version, body).map(Response::DescribeCluster),
+        ApiKey::DescribeCluster => {
+            decode_body(&wire::DESCRIBE_CLUSTER, version, body).map(Response::DescribeCluster)
+        }
+        _ => decode_body(&wire::LIST_REASSIGNMENTS, version, body)
+            .map(Response::ListPartitionReassignments),
     };
     decoded.map_err(err)
 }

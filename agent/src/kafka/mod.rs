@@ -4,7 +4,8 @@
 //! One connection to one bootstrap broker at a time (any broker answers Metadata,
 //! DescribeConfigs for topics and DescribeCluster). Per connection: ApiVersions once, then
 //! per snapshot Metadata (all topics), DescribeConfigs (`min.insync.replicas` of every topic
-//! and of the connected broker) and DescribeCluster when the broker supports it. Every
+//! and of the connected broker), and DescribeCluster and ListPartitionReassignments (the
+//! replicas a reassignment is adding) when the broker supports them. Every
 //! step is bounded by the configured timeout; any failure drops the connection so the next
 //! snapshot reconnects, trying the bootstrap addresses in turn.
 

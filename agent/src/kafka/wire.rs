@@ -258,6 +258,42 @@ pub(crate) static DESCRIBE_CLUSTER: Schema = Schema {
     flexible_since: 0,
 };
 
+// ---- ListPartitionReassignmentsResponse (version 0, always flexible) ----
+
+static ONGOING_PARTITION: Struct = Struct {
+    name: "OngoingPartitionReassignment",
+    fields: &[
+        f("partition_index", Ty::I32, 0),
+        f("replicas", Ty::I32Array, 0),
+        f("adding_replicas", Ty::I32Array, 0),
+        f("removing_replicas", Ty::I32Array, 0),
+    ],
+    tagged: &[],
+};
+static ONGOING_TOPIC: Struct = Struct {
+    name: "OngoingTopicReassignment",
+    fields: &[
+        f("name", Ty::Str, 0),
+        f("partitions", Ty::Structs(&ONGOING_PARTITION), 0),
+    ],
+    tagged: &[],
+};
+static LIST_REASSIGNMENTS_RESPONSE: Struct = Struct {
+    name: "ListPartitionReassignmentsResponse",
+    fields: &[
+        f("throttle_time_ms", Ty::I32, 0),
+        f("error_code", Ty::I16, 0),
+        f("error_message", Ty::Str, 0),
+        f("topics", Ty::Structs(&ONGOING_TOPIC), 0),
+    ],
+    tagged: &[],
+};
+/// ListPartitionReassignmentsResponse.
+pub(crate) static LIST_REASSIGNMENTS: Schema = Schema {
+    root: &LIST_REASSIGNMENTS_RESPONSE,
+    flexible_since: 0,
+};
+
 /// Walk `body` as `schema` at `version`; the walk must consume every byte. Errors name the
 /// field and byte offset where the body stopped making sense.
 pub(crate) fn check(schema: &Schema, version: i16, body: &[u8]) -> Result<(), String> {
@@ -472,7 +508,7 @@ mod tests {
     };
     use kafka_protocol::messages::{
         ApiVersionsResponse, BrokerId, DescribeClusterResponse, DescribeConfigsResponse,
-        MetadataResponse, TopicName,
+        ListPartitionReassignmentsResponse, MetadataResponse, TopicName,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -628,6 +664,27 @@ mod tests {
                 ]);
             roundtrip(&DESCRIBE_CLUSTER, &m, v);
         }
+    }
+
+    #[test]
+    fn list_reassignments_walk_matches_kafka_protocol() {
+        use kafka_protocol::messages::list_partition_reassignments_response::{
+            OngoingPartitionReassignment, OngoingTopicReassignment,
+        };
+        let m = ListPartitionReassignmentsResponse::default()
+            .with_error_message(Some(s("none")))
+            .with_topics(vec![
+                OngoingTopicReassignment::default()
+                    .with_name(TopicName(s("orders")))
+                    .with_partitions(vec![
+                        OngoingPartitionReassignment::default()
+                            .with_partition_index(4)
+                            .with_replicas(vec![BrokerId(1), BrokerId(2), BrokerId(7)])
+                            .with_adding_replicas(vec![BrokerId(7)])
+                            .with_removing_replicas(vec![BrokerId(2)]),
+                    ]),
+            ]);
+        roundtrip(&LIST_REASSIGNMENTS, &m, 0);
     }
 
     #[test]

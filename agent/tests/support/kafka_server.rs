@@ -38,7 +38,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, MetadataRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
     MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
@@ -90,6 +91,9 @@ pub struct PartitionSpec {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub offline_replicas: Vec<i32>,
+    /// Replicas an ongoing reassignment is adding (listed among `replicas` too, as Kafka
+    /// does); a non-empty list makes the partition show in ListPartitionReassignments.
+    pub adding_replicas: Vec<i32>,
 }
 
 /// A topic.
@@ -132,6 +136,7 @@ fn full_versions() -> BTreeMap<i16, (i16, i16)> {
         ApiKey::Metadata,
         ApiKey::DescribeConfigs,
         ApiKey::DescribeCluster,
+        ApiKey::ListPartitionReassignments,
     ]
     .into_iter()
     .map(|k| {
@@ -208,6 +213,7 @@ impl ClusterState {
                     isr: replicas.clone(),
                     replicas,
                     offline_replicas: Vec::new(),
+                    adding_replicas: Vec::new(),
                 }
             })
             .collect();
@@ -312,6 +318,19 @@ impl ClusterState {
         p.isr = replicas.to_vec();
         p.leader = replicas.first().copied().unwrap_or(-1);
         p.offline_replicas.clear();
+        self
+    }
+
+    /// Start a reassignment of `topic-partition` that adds `adding` (appended to the
+    /// replicas, not in the ISR yet), as Kafka shows one mid-way.
+    pub fn reassigning(mut self, topic: &str, partition: i32, adding: &[i32]) -> Self {
+        let p = self.partition_mut(topic, partition);
+        for id in adding {
+            if !p.replicas.contains(id) {
+                p.replicas.push(*id);
+            }
+        }
+        p.adding_replicas = adding.to_vec();
         self
     }
 
@@ -429,6 +448,14 @@ impl ClusterState {
                         replicas: p.replicas.clone(),
                         isr: p.isr.clone(),
                         offline_replicas: p.offline_replicas.clone(),
+                        adding_replicas: if self
+                            .versions
+                            .contains_key(&(ApiKey::ListPartitionReassignments as i16))
+                        {
+                            p.adding_replicas.clone()
+                        } else {
+                            Vec::new()
+                        },
                     })
                     .collect();
                 partitions.sort_by_key(|p| p.index);
@@ -785,6 +812,7 @@ enum Request {
     Metadata(MetadataRequest),
     DescribeConfigs(DescribeConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
 }
 
 fn decode_request(key: ApiKey, v: i16, buf: &mut Bytes) -> Option<Request> {
@@ -797,6 +825,9 @@ fn decode_request(key: ApiKey, v: i16, buf: &mut Bytes) -> Option<Request> {
         ApiKey::DescribeCluster => {
             Request::DescribeCluster(DescribeClusterRequest::decode(buf, v).ok()?)
         }
+        ApiKey::ListPartitionReassignments => Request::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::decode(buf, v).ok()?,
+        ),
         _ => return None,
     })
 }
@@ -993,6 +1024,9 @@ pub fn typical_response(state: &ClusterState, key: ApiKey, v: i16) -> Option<Vec
             Request::DescribeConfigs(DescribeConfigsRequest::default().with_resources(resources))
         }
         ApiKey::DescribeCluster => Request::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::ListPartitionReassignments => {
+            Request::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+        }
         _ => return None,
     };
     Some(respond(state, v, request, None))
@@ -1013,7 +1047,46 @@ fn respond(state: &ClusterState, v: i16, request: Request, error: Option<i16>) -
         Request::Metadata(req) => encode_body(&metadata(state, v, &req, error), v),
         Request::DescribeConfigs(req) => encode_body(&describe_configs(state, v, &req, error), v),
         Request::DescribeCluster(_) => encode_body(&describe_cluster(state, v, error), v),
+        Request::ListPartitionReassignments(_) => encode_body(&list_reassignments(state, error), v),
     }
+}
+
+fn list_reassignments(
+    state: &ClusterState,
+    error: Option<i16>,
+) -> ListPartitionReassignmentsResponse {
+    use kafka_protocol::messages::list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
+    let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let mut resp = ListPartitionReassignmentsResponse::default();
+    if let Some(code) = error {
+        resp.error_code = code;
+        resp.error_message = Some(s("injected by the test server"));
+        return resp;
+    }
+    resp.topics = state
+        .topics
+        .iter()
+        .filter(|t| t.partitions.iter().any(|p| !p.adding_replicas.is_empty()))
+        .map(|t| {
+            OngoingTopicReassignment::default()
+                .with_name(TopicName(s(&t.name)))
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .filter(|p| !p.adding_replicas.is_empty())
+                        .map(|p| {
+                            OngoingPartitionReassignment::default()
+                                .with_partition_index(p.index)
+                                .with_replicas(ids(&p.replicas))
+                                .with_adding_replicas(ids(&p.adding_replicas))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    resp
 }
 
 fn metadata(
