@@ -433,7 +433,9 @@ async fn poll(live: &mut Live, send_config_keys: bool) -> Result<Snapshot, PollE
     }
 
     if let Some(v) = versions.list_reassignments {
-        let timeout_ms = i32::try_from(live.conn.timeout().as_millis()).unwrap_or(i32::MAX);
+        // The broker may forward this to the controller and wait up to `timeout_ms`; ask
+        // it to give up first, so a slow controller is an error code, not a lost connection.
+        let timeout_ms = i32::try_from(live.conn.timeout().as_millis() * 4 / 5).unwrap_or(i32::MAX);
         let request = ListPartitionReassignmentsRequest::default()
             .with_timeout_ms(timeout_ms)
             .with_topics(None);
