@@ -240,6 +240,29 @@ pub fn server_config(resolver: Arc<ReloadingResolver>) -> ServerConfig {
     config
 }
 
+/// A rustls client configuration that trusts only the CA certificates in `ca_file` (PEM,
+/// as `kpool-certs create` writes `ca.crt`) and offers `alpn`: how a client that holds the
+/// webhook's `caBundle` (the API server, a test, a load generator) reaches a kpool server.
+/// Installs the ring provider as process default if none is.
+pub fn client_config(ca_file: &Path, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, CertError> {
+    install_crypto_provider();
+    let origin = pemio::origin_of(ca_file);
+    let cas = pemio::parse_certificates(&origin, &pemio::read_file(ca_file)?)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, ca) in cas.into_iter().enumerate() {
+        roots.add(ca).map_err(|e| CertError::Certificate {
+            origin: origin.clone(),
+            index: i + 1,
+            detail: format!("not usable as a trust anchor: {e}"),
+        })?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// Polls the files every `interval` and reloads when their content changes; calls `on_event`
 /// for each reload and for each failed reload (once per distinct broken content, not on every
 /// poll). Each poll reads both files and compares a SHA-256 fingerprint of their bytes, which
@@ -283,4 +306,37 @@ pub fn spawn_watcher(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_config_names_an_unusable_ca_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.crt");
+        let err = client_config(&missing, &[b"h2"]).expect_err("no file");
+        assert!(err.to_string().contains("missing.crt"), "{err}");
+        let garbage = dir.path().join("ca.crt");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let err = client_config(&garbage, &[b"h2"]).expect_err("no PEM");
+        assert!(
+            err.to_string().contains("ca.crt") && err.to_string().contains("CERTIFICATE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_config_trusts_the_created_ca_and_offers_the_alpn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = crate::create::CreateOptions::new("kpool-webhook", "kpool-system", dir.path());
+        crate::create::create(&opts).expect("create");
+        let config =
+            client_config(&dir.path().join("ca.crt"), &[b"h2", b"http/1.1"]).expect("config");
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+    }
 }

@@ -37,10 +37,7 @@ pub fn push_json_str(out: &mut String, s: &str) {
         return;
     }
     // Room for every escape at once (most are two bytes), so the buffer grows once.
-    let escapes = s
-        .bytes()
-        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .count();
+    let escapes = s.bytes().filter(|&b| must_escape(b)).count();
     out.reserve(s.len() + 2 + escapes * 6);
     out.push('"');
     let mut start = 0;
@@ -71,9 +68,12 @@ pub fn push_json_str(out: &mut String, s: &str) {
 /// True when `bytes` hold a character a JSON string must escape. No early exit, so the
 /// loop vectorises: most strings need nothing.
 fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.iter().fold(false, |acc, &b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    bytes.iter().fold(false, |acc, &b| acc | must_escape(b))
+}
+
+/// A byte a JSON string cannot hold as is.
+fn must_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 impl JsonTemplate {

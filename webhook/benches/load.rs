@@ -29,8 +29,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -380,16 +379,8 @@ fn orchestrate() -> Result<(), String> {
     kpool_certs::create::create(&opts).map_err(|e| e.to_string())?;
     let review = std::fs::read(workspace_file(REVIEW)).map_err(|e| format!("{REVIEW}: {e}"))?;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.path().join("ca.crt")).map_err(|e| e.to_string())? {
-        roots
-            .add(c.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = kpool_certs::tls::client_config(&dir.path().join("ca.crt"), &[b"http/1.1"])
+        .map_err(|e| e.to_string())?;
     let mut client = Client {
         connector: TlsConnector::from(Arc::new(tls)),
         review: Bytes::from(review),

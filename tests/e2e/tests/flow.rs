@@ -25,8 +25,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use kafka_server::{Behaviour, ClusterState, TestKafka};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -162,14 +161,7 @@ fn create_for(ordinal: u32) -> Value {
 }
 
 fn tls_connector(ca: &Path) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).expect("ca file") {
-        roots.add(c.expect("ca cert")).expect("root");
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = kpool_certs::tls::client_config(ca, &[b"http/1.1"]).expect("client config");
     TlsConnector::from(Arc::new(config))
 }
 

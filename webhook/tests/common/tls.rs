@@ -13,8 +13,7 @@ use hyper_util::rt::TokioIo;
 use kpool_certs::create::{CreateOptions, create};
 use kpool_webhook::audit::AuditTarget;
 use kpool_webhook::server::{Running, ServeConfig, start};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -92,14 +91,7 @@ impl Env {
 }
 
 pub fn connector(ca: &Path) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).expect("ca file") {
-        roots.add(c.expect("ca cert")).expect("root");
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = kpool_certs::tls::client_config(ca, &[b"http/1.1"]).expect("client config");
     TlsConnector::from(Arc::new(config))
 }
 
