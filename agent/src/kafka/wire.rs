@@ -8,9 +8,36 @@
 //! must be backed by bytes that are actually present. Once the walk succeeds,
 //! kafka-protocol's allocations are bounded by the (capped) frame size.
 //!
-//! The walk mirrors kafka-protocol 0.18's decoders field for field (same version gates,
+//! The walk mirrors kafka-protocol 0.18.0's decoders field for field (same version gates,
 //! same compact/non-compact switch, same varint reading); the unit tests check it against
-//! kafka-protocol's own encoder for every version this client speaks.
+//! kafka-protocol's own encoder for every version this client speaks. A mirror goes stale
+//! silently when the crate changes, so `agent/tests/kafka_protocol_pin.rs` reads the version
+//! Cargo.lock resolves and fails unless it is the one named in the sentence above: after an
+//! upgrade, re-check this walk against the new decoders (and whether it is still needed),
+//! then update that sentence.
+//!
+//! # Why this exists, and what would retire it
+//!
+//! In kafka-protocol 0.18.0 the only decoders that pre-allocate from the wire are
+//! `Array::decode` and `CompactArray::decode` (`src/protocol/types.rs`:
+//! `Vec::with_capacity(n)` before the first element); strings and bytes are taken with
+//! `try_get_bytes`, which checks the bytes left. The same hazard and its fix (reject a count
+//! larger than the bytes left, since every element takes at least one byte) are proposed
+//! upstream, in the crate's repository (its manifest says `tychedelia/kafka-protocol-rs`;
+//! the same repository now lives at `kafka-protocol-rs/kafka-protocol-rs`):
+//! - <https://github.com/kafka-protocol-rs/kafka-protocol-rs/pull/152> bounds the capacity
+//!   of `Array`/`CompactArray` by the remaining buffer;
+//! - <https://github.com/kafka-protocol-rs/kafka-protocol-rs/pull/161> rejects such counts and
+//!   caps pre-allocation in the array, record batch and record header decoders;
+//! - <https://github.com/kafka-protocol-rs/kafka-protocol-rs/pull/200> rejects impossible
+//!   regular and compact array lengths before allocating.
+//!
+//! All three were open, unmerged, when this was written. The merged
+//! <https://github.com/kafka-protocol-rs/kafka-protocol-rs/pull/156> caps only the record
+//! batch decoder's `reserve`, which this client never reaches (it decodes no records). Once a
+//! release bounds `Array` and `CompactArray` (check `types.rs`, not only the changelog), the
+//! decoders are safe on their own: this walk can go, keeping its tests' absurd-length cases
+//! as tests of kafka-protocol's decoder.
 
 /// A field's wire type.
 #[derive(Debug, Clone, Copy)]
