@@ -21,6 +21,29 @@ pub enum CertError {
         source: std::io::Error,
     },
 
+    /// A path given as a PEM file is not a regular file (a FIFO, a device, a directory).
+    #[error("cannot read {}: expected a regular PEM file, found {found}", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        found: &'static str,
+    },
+
+    /// A PEM file is larger than kpool-certs reads.
+    #[error(
+        "cannot read {}: expected a PEM file of at most {limit} bytes (1 MiB), found {found}",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap, [`crate::pemio::MAX_PEM_BYTES`].
+        limit: u64,
+        /// How large it is.
+        found: String,
+    },
+
     /// A file or directory could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {

@@ -81,7 +81,9 @@ struct CreateArgs {
 
 #[derive(Args, Debug)]
 struct InspectArgs {
-    /// Certificate or key files (PEM). Leaves are checked against the CAs among them.
+    /// Certificate or key files (PEM). Leaves are checked against the CAs among them. Only
+    /// regular files (symlinks followed) of at most 1 MiB are read; a FIFO, a device such as
+    /// /dev/zero, or a larger file is refused.
     #[arg(required = true, env = "KPOOL_CERTS_FILES", value_delimiter = ',')]
     files: Vec<PathBuf>,
     /// Print JSON.

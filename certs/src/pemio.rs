@@ -120,23 +120,102 @@ pub fn encode_pkcs8_key(pkcs8_der: &[u8]) -> String {
     pem::encode_config(&pem::Pem::new(PKCS8_KEY, pkcs8_der.to_vec()), lf())
 }
 
-/// Reads a whole file, naming it in the error.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, CertError> {
-    fs::read(path).map_err(|source| CertError::Read {
-        path: path.to_owned(),
-        source,
-    })
+/// The largest PEM file kpool-certs reads, in bytes (1 MiB). A CA, a key and a serving
+/// certificate are about 2 KiB together, and a bundle of a hundred CAs is still far below this;
+/// anything larger is not what the tool was pointed at (`/dev/zero`, a log file, a disk image).
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// What a non-regular file is, for errors.
+fn file_kind(t: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
 }
 
-/// Reads a file, or `None` when it does not exist (any other IO error is an error).
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CertError> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CertError::Read {
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The one way kpool-certs reads a file: only a regular file (symbolic links are followed, as
+/// Kubernetes Secret volumes are made of them), and at most [`MAX_PEM_BYTES`].
+///
+/// The type and size are checked from the path's metadata before the file is opened, so a FIFO
+/// is refused instead of blocking the open, and a device such as `/dev/zero` is refused instead
+/// of read without end. The opened handle is checked again (the path may have been replaced in
+/// between) and read through `take(MAX_PEM_BYTES + 1)`, so a file that grows while it is read,
+/// or a special file that reports size 0 (`/proc`), still cannot exceed the cap.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, CertError> {
+    use std::io::Read;
+    let check = |meta: &fs::Metadata| -> Result<(), CertError> {
+        if !meta.is_file() {
+            return Err(CertError::NotRegularFile {
+                path: path.to_owned(),
+                found: file_kind(meta.file_type()),
+            });
+        }
+        if meta.len() > MAX_PEM_BYTES {
+            return Err(CertError::TooLarge {
+                path: path.to_owned(),
+                limit: MAX_PEM_BYTES,
+                found: format!("{} bytes", meta.len()),
+            });
+        }
+        Ok(())
+    };
+    check(&fs::metadata(path).map_err(read_error(path))?)?;
+    let file = fs::File::open(path).map_err(read_error(path))?;
+    check(&file.metadata().map_err(read_error(path))?)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error(path))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(CertError::TooLarge {
             path: path.to_owned(),
-            source,
-        }),
+            limit: MAX_PEM_BYTES,
+            found: "more than that while it was read (a file that grows)".to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a whole PEM file, naming it in the error; only a regular file of at most
+/// [`MAX_PEM_BYTES`] (see [`read_bounded`]).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, CertError> {
+    read_bounded(path)
+}
+
+/// [`read_file`], or `None` when the file does not exist (any other problem is an error).
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CertError> {
+    match read_bounded(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(CertError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -238,6 +317,144 @@ mod tests {
             e.to_string()
                 .starts_with("bad.crt: certificate #1 is not a valid X.509 certificate"),
             "{e}"
+        );
+    }
+
+    /// Runs `f` on a thread and fails the test if it has not returned within 20 s (a read
+    /// that blocks on a FIFO would otherwise hang the whole test run).
+    fn within_20s<T: Send + 'static>(
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                eprintln!("{what}: still blocked after 20 s");
+                None
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("ca.crt");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo failed");
+        let path = fifo.clone();
+        let result = within_20s("read_file on a FIFO", move || {
+            read_file(&path).map_err(|e| e.to_string())
+        });
+        let Some(result) = result else {
+            // Unblock the reader (opening for writing pairs with the blocked open) and fail.
+            let _ = fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("read_file blocked on a FIFO instead of refusing it");
+        };
+        assert_eq!(
+            result.expect_err("a FIFO is not a PEM file"),
+            format!(
+                "cannot read {}: expected a regular PEM file, found a FIFO (named pipe)",
+                fifo.display()
+            )
+        );
+        let e = read_optional(&fifo).expect_err("read_optional refuses it too");
+        assert!(e.to_string().contains("found a FIFO"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_directories_are_refused() {
+        // /dev/null, not /dev/zero: before the check, reading /dev/zero here would eat memory
+        // until the machine gives out (the CLI test covers /dev/zero under a memory limit).
+        let e = read_file(Path::new("/dev/null")).expect_err("device");
+        assert_eq!(
+            e.to_string(),
+            "cannot read /dev/null: expected a regular PEM file, found a character device"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = read_file(dir.path()).expect_err("directory");
+        assert!(
+            e.to_string()
+                .ends_with("expected a regular PEM file, found a directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_size_cap_is_exact_and_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at_cap = dir.path().join("at-cap.pem");
+        let over = dir.path().join("over.pem");
+        let cap = usize::try_from(MAX_PEM_BYTES).expect("cap fits");
+        fs::write(&at_cap, vec![b'\n'; cap]).expect("write");
+        fs::write(&over, vec![b'\n'; cap + 1]).expect("write");
+        assert_eq!(read_file(&at_cap).expect("at the cap").len(), cap);
+        let e = read_file(&over).expect_err("over the cap");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read {}: expected a PEM file of at most 1048576 bytes (1 MiB), \
+                 found 1048577 bytes",
+                over.display()
+            )
+        );
+        assert!(read_optional(&over).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_to_files_are_followed_and_missing_files_are_none() {
+        // Kubernetes Secret volumes: tls.crt -> ..data/tls.crt.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.crt");
+        fs::write(&real, b"pem").expect("write");
+        let link = dir.path().join("tls.crt");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        assert_eq!(read_file(&link).expect("through the link"), b"pem");
+        assert_eq!(read_optional(&dir.path().join("none")).expect("ok"), None);
+        let e = read_file(&dir.path().join("none")).expect_err("missing");
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
+    }
+
+    /// The rule exists once: no other module of the crate reads a file by itself.
+    #[test]
+    fn every_file_read_goes_through_read_bounded() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut checked = 0;
+        for entry in fs::read_dir(&src).expect("list src") {
+            let path = entry.expect("entry").path();
+            let name = path.display().to_string();
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("pemio.rs") {
+                continue;
+            }
+            let source = fs::read_to_string(&path).expect("read source");
+            checked += 1;
+            let code = source.split("#[cfg(test)]").next().unwrap_or(&source);
+            for needle in [
+                "fs::read(",
+                "read_to_end",
+                "read_to_string",
+                "File::open",
+                "io::Read",
+            ] {
+                assert!(
+                    !code.contains(needle),
+                    "{name} uses {needle}; read PEM files with pemio::read_file"
+                );
+            }
+        }
+        assert!(
+            checked >= 8,
+            "only {checked} modules found in {}",
+            src.display()
         );
     }
 

@@ -191,3 +191,95 @@ fn errors_exit_non_zero_and_name_the_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a DNS label"));
 }
+
+/// Runs `c` and returns its output, failing the test if it has not exited within 30 s (a run
+/// that blocks on a FIFO would otherwise hang the test suite).
+fn run_with_deadline(c: &mut Command) -> Output {
+    use std::process::Stdio;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kpool-certs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kpool-certs still running after 30 s: {c:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn assert_refused(out: &Output, expected: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(expected), "expected {expected:?} in: {err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn inspect_refuses_a_fifo_instead_of_hanging() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fifo = tmp.path().join("ca.crt");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let out = run_with_deadline(bin().arg("inspect").arg(&fifo));
+    assert_refused(
+        &out,
+        &format!(
+            "kpool-certs: error: cannot read {}: expected a regular PEM file, found a FIFO (named pipe)",
+            fifo.display()
+        ),
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn inspect_refuses_dev_zero_instead_of_reading_forever() {
+    // Under a 2 GiB address-space limit, so that a regression fails the test (the allocation
+    // aborts) instead of taking the machine's memory at 1.5 GB/s.
+    let out = run_with_deadline(
+        Command::new("sh")
+            .args(["-c", "ulimit -v 2097152 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_kpool-certs"))
+            .args(["inspect", "/dev/zero"]),
+    );
+    assert_refused(
+        &out,
+        "kpool-certs: error: cannot read /dev/zero: expected a regular PEM file, found a character device",
+    );
+}
+
+#[test]
+fn inspect_and_create_refuse_a_file_over_1_mib() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let big = tmp.path().join("big.crt");
+    // A valid PEM certificate padded with 2 MiB of blank lines: the cap, not the parser, refuses.
+    run(bin().args(create_args(tmp.path())));
+    let mut text = std::fs::read(tmp.path().join("ca.crt")).expect("ca");
+    text.resize(text.len() + 2 * 1024 * 1024, b'\n');
+    std::fs::write(&big, &text).expect("write");
+    let out = run_with_deadline(bin().arg("inspect").arg(&big));
+    assert_refused(
+        &out,
+        &format!(
+            "cannot read {}: expected a PEM file of at most 1048576 bytes (1 MiB), found {} bytes",
+            big.display(),
+            text.len()
+        ),
+    );
+    // The same rule on every path the tool reads: create's existing material too.
+    std::fs::write(tmp.path().join("ca.crt"), &text).expect("pad ca.crt");
+    let out = run_with_deadline(bin().args(create_args(tmp.path())));
+    assert_refused(
+        &out,
+        &format!(
+            "cannot read {}: expected a PEM file of at most 1048576 bytes (1 MiB)",
+            tmp.path().join("ca.crt").display()
+        ),
+    );
+}
