@@ -2,12 +2,19 @@
 //!
 //! Re-running keeps valid material and renews only what needs it. The rule is:
 //! - files that cannot be parsed are an error (they may be someone else's; `--force` replaces
-//!   them), but
-//! - material that parses yet cannot be used as is (key does not match, not a CA, expired or
-//!   due for renewal, not signed by the CA, SANs differ from the request) is replaced, and the
-//!   report says why.
+//!   them);
+//! - a CA certificate whose `ca.key` is missing or belongs to another key pair, or a `ca.key`
+//!   without `ca.crt`, is an error too: clients (a webhook configuration's `caBundle`) trust
+//!   that CA, and a new one would silently break them; `--force` replaces it;
+//! - any other material that parses yet cannot be used as is (a serving key that does not
+//!   match, not a CA, expired or due for renewal, not signed by the CA, SANs differ from the
+//!   request) is replaced, and the report says why.
 //!
 //! A new CA always brings a new serving certificate. Files are written atomically, keys 0600.
+//! A new CA is first written to [`CA_CRT_PENDING`], then `ca.key`, then `ca.crt`; a run killed
+//! between the last two leaves a `ca.key` that matches the pending certificate, which the next
+//! run recognises as its own interrupted write and finishes (rather than refusing it as a
+//! foreign key). A key file left readable by group or others is reported as a warning.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +36,8 @@ pub const CA_KEY: &str = "ca.key";
 pub const TLS_CRT: &str = "tls.crt";
 /// File name of the serving key.
 pub const TLS_KEY: &str = "tls.key";
+/// File name of a new CA certificate while `ca.key` and `ca.crt` are being replaced.
+pub const CA_CRT_PENDING: &str = ".ca.crt.pending";
 
 /// Default serving certificate validity, days.
 pub const DEFAULT_DAYS: u32 = 365;
@@ -144,6 +153,9 @@ pub struct CreateReport {
     pub ca_info: CertInfo,
     /// The serving certificate now in the directory.
     pub serving_info: CertInfo,
+    /// Problems that did not stop the run (a key file readable by group or others); each is
+    /// also logged as a warning.
+    pub warnings: Vec<String>,
 }
 
 /// Creates or renews the material in `opts.out_dir` (see the module documentation).
@@ -165,6 +177,7 @@ pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateRepo
         dir.join(TLS_CRT),
         dir.join(TLS_KEY),
     );
+    let pending = dir.join(CA_CRT_PENDING);
 
     let (ca, ca_action) = if opts.force {
         let existed = ca_crt.exists() || ca_key.exists() || tls_crt.exists() || tls_key.exists();
@@ -175,10 +188,18 @@ pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateRepo
         };
         (Ca::generate(opts.ca_days, now)?, action)
     } else {
-        match existing_ca(&ca_crt, &ca_key, opts.renew_fraction, now)? {
+        match existing_ca(&ca_crt, &ca_key, &pending, opts.renew_fraction, now)? {
             Existing::Usable(ca) => (*ca, Action::Kept),
             Existing::Absent => (Ca::generate(opts.ca_days, now)?, Action::Created),
             Existing::Replace(reason) => (Ca::generate(opts.ca_days, now)?, renewed(&reason)),
+            Existing::Interrupted(ca) => (
+                *ca,
+                renewed(&format!(
+                    "finishing a run interrupted between writing {} and {}",
+                    ca_key.display(),
+                    ca_crt.display()
+                )),
+            ),
         }
     };
 
@@ -192,11 +213,15 @@ pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateRepo
     };
 
     if ca_action.wrote() {
-        // Key first: a crash between the two writes leaves a mismatched pair, which the next
-        // run detects and replaces, rather than an old key that silently still "works".
+        // The certificate to come first, then the key, then the certificate: a crash between
+        // the key and the certificate leaves a mismatched pair, which the next run recognises
+        // by the pending certificate (see `existing_ca`) and finishes, rather than an old key
+        // that silently still "works" or a refusal of what this tool itself wrote.
+        pemio::write_atomic(&pending, ca.cert_pem().as_bytes(), Sensitivity::Public)?;
         pemio::write_atomic(&ca_key, ca.key_pem().as_bytes(), Sensitivity::Secret)?;
         pemio::write_atomic(&ca_crt, ca.cert_pem().as_bytes(), Sensitivity::Public)?;
     }
+    remove_pending(&pending);
     let (serving, serving_info) = match serving_action {
         Some(action) => {
             let pair = ca.issue_serving(&req, now)?;
@@ -215,13 +240,49 @@ pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateRepo
             )
         }
     };
+    let mut warnings = Vec::new();
+    for key in [&ca_key, &tls_key] {
+        if let Some(mode) = pemio::group_or_other_mode(key) {
+            let warning = format!(
+                "{} is readable by group or others (mode {mode:04o}): anyone who read it can \
+                 impersonate the webhook{}; chmod 600 it{}",
+                key.display(),
+                if key == &ca_key {
+                    " and sign certificates its clients trust"
+                } else {
+                    ""
+                },
+                if key == &ca_key {
+                    ", and consider a new CA (`kpool-certs rotate --force`, or `create --force`)"
+                } else {
+                    ""
+                },
+            );
+            tracing::warn!(path = %key.display(), mode = %format!("{mode:04o}"), "{warning}");
+            warnings.push(warning);
+        }
+    }
     Ok(CreateReport {
         out_dir: dir.clone(),
         ca: ca_action,
         serving,
         ca_info: ca.info().clone(),
         serving_info,
+        warnings,
     })
+}
+
+/// Removes a pending CA certificate once `ca.crt` and `ca.key` agree (after a write, or a
+/// stale one from a run killed before it wrote the key). Failing to is only worth a warning:
+/// the file is used only when `ca.key` matches it and `ca.crt` does not.
+fn remove_pending(pending: &Path) {
+    match std::fs::remove_file(pending) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %pending.display(), error = %e, "cannot remove the pending CA certificate")
+        }
+    }
 }
 
 fn renewed(reason: &str) -> Action {
@@ -234,6 +295,9 @@ enum Existing {
     Usable(Box<Ca>),
     Absent,
     Replace(String),
+    /// A run was killed between writing `ca.key` and `ca.crt`: the CA of the pending
+    /// certificate and the key.
+    Interrupted(Box<Ca>),
 }
 
 /// Why a certificate with these facts must be renewed at `now`, if it must.
@@ -254,31 +318,69 @@ fn lifetime_problem(info: &CertInfo, fraction: f64, now: OffsetDateTime) -> Opti
 fn existing_ca(
     crt: &Path,
     key: &Path,
+    pending: &Path,
     fraction: f64,
     now: OffsetDateTime,
 ) -> Result<Existing, CertError> {
     let (c, k) = (pemio::read_optional(crt)?, pemio::read_optional(key)?);
+    let (crt_origin, key_origin) = (pemio::origin_of(crt), pemio::origin_of(key));
+    // The pending certificate and ca.key are the pair an interrupted run was writing.
+    let interrupted = |k: &[u8]| -> Result<Option<Existing>, CertError> {
+        let Some(p) = pemio::read_optional(pending)? else {
+            return Ok(None);
+        };
+        Ok(Ca::from_pem(&pemio::origin_of(pending), &p, &key_origin, k)
+            .ok()
+            .map(|ca| Existing::Interrupted(Box::new(ca))))
+    };
     let (c, k) = match (c, k) {
         (None, None) => return Ok(Existing::Absent),
-        (Some(_), None) => {
-            return Ok(Existing::Replace(format!(
-                "{} exists without {}",
-                crt.display(),
-                key.display()
-            )));
+        (Some(c), None) => {
+            let info =
+                CertInfo::from_der(&crt_origin, &pemio::parse_certificates(&crt_origin, &c)?[0])?;
+            if !info.is_ca {
+                return Ok(Existing::Replace(format!(
+                    "{crt_origin} holds {}, which is not a CA, and {key_origin} does not exist",
+                    info.subject
+                )));
+            }
+            return Err(CertError::CaReplacementRefused {
+                expected: format!(
+                    "{key_origin} beside {crt_origin}, the private key of the CA {}",
+                    info.subject
+                ),
+                found: "no such file".to_owned(),
+            });
         }
-        (None, Some(_)) => {
-            return Ok(Existing::Replace(format!(
-                "{} exists without {}",
-                key.display(),
-                crt.display()
-            )));
+        (None, Some(k)) => {
+            if let Some(resume) = interrupted(&k)? {
+                return Ok(resume);
+            }
+            return Err(CertError::CaReplacementRefused {
+                expected: format!("{crt_origin} beside the CA private key {key_origin}"),
+                found: "no such file".to_owned(),
+            });
         }
         (Some(c), Some(k)) => (c, k),
     };
-    let ca = match Ca::from_pem(&pemio::origin_of(crt), &c, &pemio::origin_of(key), &k) {
+    let ca = match Ca::from_pem(&crt_origin, &c, &key_origin, &k) {
         Ok(ca) => ca,
-        Err(e @ (CertError::KeyMismatch { .. } | CertError::Verify { .. })) => {
+        Err(CertError::KeyMismatch { .. }) => {
+            if let Some(resume) = interrupted(&k)? {
+                return Ok(resume);
+            }
+            let subject =
+                CertInfo::from_der(&crt_origin, &pemio::parse_certificates(&crt_origin, &c)?[0])?
+                    .subject;
+            return Err(CertError::CaReplacementRefused {
+                expected: format!(
+                    "{key_origin} to be the private key of the CA {subject} in {crt_origin}"
+                ),
+                found: "a key of another key pair".to_owned(),
+            });
+        }
+        // Not a CA certificate at all: nobody can trust it as one; replace it.
+        Err(e @ CertError::Verify { .. }) => {
             return Ok(Existing::Replace(e.to_string()));
         }
         Err(e) => return Err(e),
@@ -453,14 +555,14 @@ mod tests {
             "{:?}",
             r.serving
         );
-        // A CA key that does not match the CA: the CA and so the leaf are replaced.
+        // A CA key that does not match the CA is refused (see the test below); with --force
+        // the CA and so the leaf are replaced.
         std::fs::copy(other.path().join(CA_KEY), dir.join(CA_KEY)).expect("copy ca key");
-        let r = create(&opts(dir)).expect("ca mismatch");
-        assert!(
-            matches!(&r.ca, Action::Renewed { reason } if reason.contains("does not match")),
-            "{:?}",
-            r.ca
-        );
+        create(&opts(dir)).expect_err("ca mismatch without --force");
+        let mut forced = opts(dir);
+        forced.force = true;
+        let r = create(&forced).expect("ca mismatch, forced");
+        assert_eq!(r.ca, renewed("--force"));
         assert_eq!(r.serving, renewed("the CA was replaced"));
         verify_chain(
             "tls.crt",
@@ -470,6 +572,149 @@ mod tests {
             OffsetDateTime::now_utc(),
         )
         .expect("new pair verifies");
+    }
+
+    fn all_four(dir: &Path) -> Vec<Option<Vec<u8>>> {
+        [CA_CRT, CA_KEY, TLS_CRT, TLS_KEY]
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_foreign_or_missing_ca_key_is_refused_unless_forced() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let first = create(&opts(dir)).expect("create");
+        let subject = first.ca_info.subject;
+        let (crt, key) = (
+            dir.join(CA_CRT).display().to_string(),
+            dir.join(CA_KEY).display().to_string(),
+        );
+        let tail = "; clients (the webhook configurations' caBundle) trust that CA, so restore the \
+                    file, or pass --force to generate a new CA and serving certificate (overwrites \
+                    ca.crt, ca.key, tls.crt and tls.key; caBundle must then be updated, e.g. with \
+                    `kpool-certs patch-webhooks`)";
+
+        // ca.key swapped for another CA's key: refused, nothing written.
+        let other = tempfile::tempdir().expect("other");
+        create(&opts(other.path())).expect("other create");
+        std::fs::copy(other.path().join(CA_KEY), dir.join(CA_KEY)).expect("copy ca key");
+        let before = all_four(dir);
+        let e = create(&opts(dir)).expect_err("foreign ca.key");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refusing to replace the CA without --force: expected {key} to be the private \
+                 key of the CA {subject} in {crt}, found a key of another key pair{tail}"
+            )
+        );
+        assert_eq!(all_four(dir), before, "nothing is written");
+
+        // ca.key missing: refused, nothing written.
+        std::fs::remove_file(dir.join(CA_KEY)).expect("rm ca.key");
+        let before = all_four(dir);
+        let e = create(&opts(dir)).expect_err("missing ca.key");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refusing to replace the CA without --force: expected {key} beside {crt}, the \
+                 private key of the CA {subject}, found no such file{tail}"
+            )
+        );
+        assert_eq!(all_four(dir), before, "nothing is written");
+
+        // ca.key without ca.crt: refused too (a private key is not overwritten silently).
+        std::fs::copy(other.path().join(CA_KEY), dir.join(CA_KEY)).expect("copy ca key");
+        std::fs::remove_file(dir.join(CA_CRT)).expect("rm ca.crt");
+        let e = create(&opts(dir)).expect_err("ca.key alone");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refusing to replace the CA without --force: expected {crt} beside the CA \
+                 private key {key}, found no such file{tail}"
+            )
+        );
+
+        // --force does what the error says.
+        let mut forced = opts(dir);
+        forced.force = true;
+        let r = create(&forced).expect("forced");
+        assert_eq!(
+            (r.ca, r.serving),
+            (renewed("--force"), renewed("the CA was replaced"))
+        );
+        assert_ne!(r.ca_info.subject, subject);
+        assert_eq!(create(&opts(dir)).expect("then kept").ca, Action::Kept);
+    }
+
+    #[test]
+    fn a_run_killed_between_the_ca_key_and_ca_crt_writes_is_finished() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let now = OffsetDateTime::now_utc();
+        create(&opts(dir)).expect("create");
+        // What a renewal killed after writing ca.key leaves: the pending certificate, the new
+        // key, and the old ca.crt.
+        let new = Ca::generate(DEFAULT_CA_DAYS, now).expect("new ca");
+        let pending = dir.join(CA_CRT_PENDING);
+        std::fs::write(&pending, new.cert_pem()).expect("pending");
+        pemio::write_atomic(
+            &dir.join(CA_KEY),
+            new.key_pem().as_bytes(),
+            Sensitivity::Secret,
+        )
+        .expect("key");
+        let r = create(&opts(dir)).expect("finish");
+        assert!(
+            matches!(&r.ca, Action::Renewed { reason } if reason.contains("finishing a run interrupted")),
+            "{:?}",
+            r.ca
+        );
+        assert_eq!(r.ca_info.subject, new.info().subject);
+        assert_eq!(read(dir, CA_CRT), new.cert_pem().into_bytes());
+        assert_eq!(r.serving, renewed("the CA was replaced"));
+        assert!(!pending.exists(), "the pending certificate is removed");
+        // The same for a first run killed after ca.key (no ca.crt at all).
+        let fresh = tempfile::tempdir().expect("fresh");
+        std::fs::write(fresh.path().join(CA_CRT_PENDING), new.cert_pem()).expect("pending");
+        std::fs::write(fresh.path().join(CA_KEY), new.key_pem()).expect("key");
+        let r = create(&opts(fresh.path())).expect("finish first run");
+        assert_eq!(r.ca_info.subject, new.info().subject);
+        // A completed run leaves no pending file behind.
+        assert!(!fresh.path().join(CA_CRT_PENDING).exists() && !dir.join(CA_CRT_PENDING).exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_readable_by_others_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        assert!(create(&opts(dir)).expect("create").warnings.is_empty());
+        std::fs::set_permissions(dir.join(CA_KEY), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        std::fs::set_permissions(dir.join(TLS_KEY), std::fs::Permissions::from_mode(0o640))
+            .expect("chmod");
+        let r = create(&opts(dir)).expect("kept, with warnings");
+        assert_eq!((r.ca, r.serving), (Action::Kept, Action::Kept));
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with(&format!(
+                "{} is readable by group or others (mode 0644)",
+                dir.join(CA_KEY).display()
+            )),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            r.warnings[1].starts_with(&format!(
+                "{} is readable by group or others (mode 0640)",
+                dir.join(TLS_KEY).display()
+            )),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write ca.crt, ca.key, tls.crt, tls.key to a directory; keeps valid material, renews what is due.
+    /// Write ca.crt, ca.key, tls.crt, tls.key to a directory; keeps valid material, renews what
+    /// is due, and never replaces a CA whose key is missing or foreign without --force.
     Create(CreateArgs),
     /// Print the facts of certificate (and key) files.
     Inspect(InspectArgs),
@@ -71,7 +72,9 @@ struct CreateArgs {
     /// Output directory.
     #[arg(long, env = "KPOOL_CERTS_OUT")]
     out: PathBuf,
-    /// Replace all material, valid or not.
+    /// Replace all material, valid or not. Without it, create refuses to replace a CA whose
+    /// ca.key is missing or does not match ca.crt (or a ca.key without ca.crt), and files that
+    /// are not PEM: clients that trust the CA would break.
     #[arg(long, env = "KPOOL_CERTS_FORCE")]
     force: bool,
     /// Print the report as JSON.

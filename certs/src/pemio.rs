@@ -219,6 +219,22 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, CertError> {
     }
 }
 
+/// The permission bits of `path` when it grants anything to group or others (`None` when it
+/// does not, when it cannot be read, or off Unix): what a private key file must not have.
+pub fn group_or_other_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Whether a file holds a secret (mode 0600) or public material (mode 0644).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sensitivity {

@@ -283,3 +283,80 @@ fn inspect_and_create_refuse_a_file_over_1_mib() {
         ),
     );
 }
+
+#[test]
+fn create_refuses_to_replace_a_ca_whose_key_is_foreign_or_missing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    let other = tmp.path().join("other");
+    run(bin().args(create_args(&dir)));
+    run(bin().args(create_args(&other)));
+    let files = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
+    let snapshot = || -> Vec<Option<Vec<u8>>> {
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).ok())
+            .collect()
+    };
+    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    for (what, expected) in [
+        (
+            "another CA's key",
+            format!(
+                "expected {} to be the private key of the CA O=kpool, CN=kpool-certs CA",
+                key.display()
+            ),
+        ),
+        (
+            "no key",
+            format!("expected {} beside {}", key.display(), crt.display()),
+        ),
+    ] {
+        if what == "no key" {
+            std::fs::remove_file(&key).expect("rm");
+        } else {
+            std::fs::copy(other.join("ca.key"), &key).expect("copy");
+        }
+        let before = snapshot();
+        let out = run_with_deadline(bin().args(create_args(&dir)));
+        assert_refused(
+            &out,
+            "kpool-certs: error: refusing to replace the CA without --force: ",
+        );
+        assert_refused(&out, &expected);
+        assert_refused(&out, "pass --force to generate a new CA");
+        assert_eq!(snapshot(), before, "{what}: no file was written");
+    }
+    let out = run(bin().args(create_args(&dir)).args(["--force", "--json"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["ca"]["reason"], "--force");
+}
+
+#[cfg(unix)]
+#[test]
+fn create_warns_about_a_key_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    run(bin().args(create_args(dir)));
+    std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let out = run(bin().args(create_args(dir)).arg("--json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warning = format!(
+        "{} is readable by group or others (mode 0644)",
+        dir.join("ca.key").display()
+    );
+    assert!(
+        err.contains("WARN") && err.contains(&warning),
+        "stderr: {err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .expect("warning")
+            .starts_with(&warning),
+        "{report}"
+    );
+}
