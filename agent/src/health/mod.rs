@@ -2,7 +2,7 @@
 //! rack distribution out. Pure and allocation-light: it runs once per poll over up to
 //! hundreds of thousands of partitions, and every probe answer reads its result.
 //!
-//! Definitions are Kafka's own (DESIGN.md, "Kafka health"):
+//! Definitions are Kafka's own (`docs/DESIGN.md`, "Kafka health"):
 //! - under-replicated: `|isr| < |replicas|`, replicas a reassignment is adding not counted
 //! - offline: no leader (-1), or the leader is not a live broker
 //! - under min ISR: no leader, or `|isr| < min.insync.replicas`
