@@ -4,7 +4,8 @@
 //! - [`create`]: the idempotent `create` command over a directory.
 //! - [`inspect`]: facts about certificates, and chain verification with rustls' webpki.
 //! - [`tls`]: a rustls `ServerConfig` with a certificate resolver that hot-reloads files,
-//!   and a watcher for Kubernetes Secret volumes; used by the webhook and the agent.
+//!   and a watcher for Kubernetes Secret volumes; the webhook serves with it (the agent
+//!   serves plain HTTP and is a TLS client only, to Kafka).
 //! - [`cluster`]: the serving Secret and the webhook configurations' `caBundle`, by
 //!   server-side apply.
 //! - [`rotate`]: zero-downtime CA rotation as a re-runnable state machine.

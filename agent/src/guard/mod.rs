@@ -2,7 +2,9 @@
 //!
 //! - [`decide`]: the decisions, pure (facts in, violations and actions out);
 //! - [`act`]: the Kubernetes calls (Eviction API, Events) and the audit line;
-//! - [`watch`]: the reflectors over this node's pods and this Node, and the loop.
+//! - [`watch`]: the guard round and the overhead sampler, looping over the node view
+//!   ([`crate::nodeview`], where the watches of this node's pods and this Node and their
+//!   reflector caches live).
 
 pub mod act;
 pub mod decide;

@@ -1,11 +1,14 @@
 //! A scripted Kafka-protocol test server for tests (include it with
 //! `#[path = "support/kafka_server.rs"] mod kafka_server;` or `mod support;`).
 //!
-//! It listens on a loopback port, decodes real requests (header and body, with
-//! kafka-protocol's decoders) and answers ApiVersions, Metadata, DescribeConfigs and
-//! DescribeCluster (with kafka-protocol's encoders) from a [`ClusterState`] that tests can
-//! replace at any time ([`TestKafka::set_state`]). [`Behaviour`] makes it misbehave: garbage
-//! bytes, silence, closing, truncated or corrupt frames, Kafka error codes, delays.
+//! It listens on a loopback port, in plaintext or over TLS ([`TestKafka::start_tls`], with
+//! or without client certificates), decodes real requests (header and body, with
+//! kafka-protocol's decoders) and answers ApiVersions, Metadata, DescribeConfigs,
+//! DescribeCluster and ListPartitionReassignments (the replicas a reassignment is adding,
+//! [`ClusterState::reassigning`]) with kafka-protocol's encoders, from a [`ClusterState`]
+//! that tests can replace at any time ([`TestKafka::set_state`]). [`Behaviour`] makes it
+//! misbehave: garbage bytes, silence, closing, truncated or corrupt frames, Kafka error
+//! codes, delays.
 //!
 //! What it emulates, to the extent the client can observe it:
 //! - ApiVersions at a version it does not support is answered in v0 with
