@@ -8,6 +8,7 @@
 //! - `nodeview`: this node's pods and Node from Kubernetes watches, and their contact.
 //! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
+//! - `start`: every part started together, the API behind `kpool-serve`'s bounds.
 
 pub mod api;
 pub mod audit;
@@ -22,3 +23,4 @@ pub mod overrides;
 pub mod pods;
 pub mod service;
 pub mod snapshot;
+pub mod start;

@@ -8,15 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kpool_agent::guard::Guard;
-use kpool_agent::guard::act::{Actor, Retry};
-use kpool_agent::guard::watch::{guard_loop, overhead_loop};
-use kpool_agent::kafka::{KafkaClient, KafkaConfig, TlsSettings, parse_bootstrap};
-use kpool_agent::nodeview::NodeView;
-use kpool_agent::overhead::{Sampler, allocatable_of};
-use kpool_agent::pods::Standalone;
-use kpool_agent::service::{Agent, SnapshotSource, poll_loop};
-use kpool_agent::snapshot::Snapshot;
+use kpool_agent::kafka::{TlsSettings, parse_bootstrap};
+use kpool_agent::start::{AgentConfig, Placement, api_limits, start};
 use kpool_policy::Policy;
 
 /// kpool's per-node agent: Kafka health and readiness verdicts for the broker pods on
@@ -91,18 +84,19 @@ struct RunArgs {
     /// The guard acts on a persisting violation (Event, eviction) at most once per window.
     #[arg(long, env = "KPOOL_GUARD_BACKOFF", default_value = "5m", value_parser = parse_duration)]
     guard_backoff: Duration,
+    /// API connections open at once; past it new clients wait in the backlog. Lowered at
+    /// start to fit the open-file limit.
+    #[arg(long, env = "KPOOL_AGENT_MAX_CONNECTIONS", default_value_t = api_limits().max_connections)]
+    max_connections: usize,
+    /// A new API connection must send its request headers within this time.
+    #[arg(long, env = "KPOOL_AGENT_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// An API connection with no request in flight is closed after this long without one.
+    #[arg(long, env = "KPOOL_AGENT_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
 }
 
 use kpool_policy::duration::parse_duration;
-
-/// The Kafka client as the poll loop's snapshot source.
-struct Kafka(KafkaClient);
-
-impl SnapshotSource for Kafka {
-    async fn snapshot(&mut self) -> Result<Snapshot, String> {
-        self.0.snapshot().await.map_err(|e| e.to_string())
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -129,81 +123,45 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "no Kafka bootstrap: pass --kafka-bootstrap HOST:PORT or set kafka.bootstrap in the policy"
         ),
     };
-    let tls = (args.kafka_tls_ca.is_some() || args.kafka_tls_cert.is_some()).then(|| TlsSettings {
-        ca_file: args.kafka_tls_ca.clone(),
-        client_cert: args.kafka_tls_cert.clone(),
-        client_key: args.kafka_tls_key.clone(),
-        server_name: args.kafka_tls_server_name.clone(),
-    });
-    let client = KafkaClient::new(KafkaConfig {
-        bootstrap: bootstrap.clone(),
-        timeout: args.kafka_timeout,
-        tls,
-        client_id: format!("kpool-agent/{}", env!("CARGO_PKG_VERSION")),
-    })?;
+    let placement = if args.standalone {
+        Placement::Standalone
+    } else {
+        Placement::Node(args.node_name.clone().context(
+            "NODE_NAME is not set: in a cluster the agent watches the pods of its own node (set it from spec.nodeName in the DaemonSet), or run with --standalone",
+        )?)
+    };
+    let kafka_tls =
+        (args.kafka_tls_ca.is_some() || args.kafka_tls_cert.is_some()).then(|| TlsSettings {
+            ca_file: args.kafka_tls_ca.clone(),
+            client_cert: args.kafka_tls_cert.clone(),
+            client_key: args.kafka_tls_key.clone(),
+            server_name: args.kafka_tls_server_name.clone(),
+        });
+    let cfg = AgentConfig {
+        policy,
+        placement,
+        listen: args.listen,
+        limits: kpool_serve::Limits {
+            max_connections: args.max_connections,
+            header_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            ..api_limits()
+        },
+        bootstrap,
+        kafka_tls,
+        kafka_timeout: args.kafka_timeout,
+        poll_interval: args.poll_interval,
+        exporter_timeout: args.exporter_timeout,
+        cgroup_root: args.cgroup_root,
+        overhead_interval: args.overhead_interval,
+        guard_interval: args.guard_interval,
+        guard_backoff: args.guard_backoff,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
-        let (pods, view): (Arc<dyn kpool_agent::pods::PodDirectory>, _) = if args.standalone {
-            (Arc::new(Standalone::new(policy.clone())), None)
-        } else {
-            let node = args.node_name.clone().context(
-                "NODE_NAME is not set: in a cluster the agent watches the pods of its own node (set it from spec.nodeName in the DaemonSet), or run with --standalone",
-            )?;
-            install_crypto_provider();
-            let client = kube::Client::try_default().await.context(
-                "cannot reach the Kubernetes API (in-cluster config or KUBECONFIG); run with --standalone to map pods by name instead",
-            )?;
-            // One watch of every pod on the node serves both the probe's broker lookups
-            // and the guard.
-            let (view, watches) = NodeView::start(client.clone(), &node);
-            let pods = kpool_agent::pods::KubePods::from_view(&view, policy.clone());
-            tracing::info!(%node, "watching the pods of this node and the node");
-            (Arc::new(pods) as Arc<dyn kpool_agent::pods::PodDirectory>, Some((view, watches, client, node)))
-        };
-        let agent = Agent::new(policy.clone(), pods);
-        let sampler = match Sampler::new(&args.cgroup_root) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "resource overhead is not sampled");
-                agent.overhead_failed(e.to_string());
-                None
-            }
-        };
-        match view {
-            None => {
-                if let Some(sampler) = sampler {
-                    tasks.push(tokio::spawn(overhead_loop(agent.clone(), sampler, args.overhead_interval, || (Default::default(), None), stop_rx.clone())));
-                }
-            }
-            Some((view, watches, client, node)) => {
-                let actor = Actor::new(client, &node, Retry::default());
-                tasks.push(tokio::spawn(guard_loop(agent.clone(), view.clone(), actor, Guard::new(args.guard_backoff), args.guard_interval, stop_rx.clone())));
-                if let Some(sampler) = sampler {
-                    let p = policy.clone();
-                    let v = view.clone();
-                    let context = move || (v.broker_uids(&p), v.node().and_then(|n| allocatable_of(&n)));
-                    tasks.push(tokio::spawn(overhead_loop(agent.clone(), sampler, args.overhead_interval, context, stop_rx.clone())));
-                }
-                // The watches never end on their own; they stop with the runtime.
-                drop(watches);
-            }
-        }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tasks.push(tokio::spawn(poll_loop(agent.clone(), Kafka(client), args.poll_interval, args.exporter_timeout, stop_rx)));
-        tracing::info!(listen = %args.listen, ?bootstrap, standalone = args.standalone, policy = %policy.hash(), "kpool-agent serving");
-        axum::serve(listener, kpool_agent::api::router(agent))
-            .with_graceful_shutdown(wait_for_signal())
-            .await
-            .context("HTTP server failed")?;
-        let _ = stop_tx.send(true);
-        for t in tasks {
-            let _ = t.await;
-        }
-        tracing::info!("shut down");
+        let running = start(cfg).await?;
+        wait_for_signal().await;
+        running.shutdown().await;
         anyhow::Ok(())
     })
 }
@@ -221,9 +179,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// kube's rustls client needs a process-wide crypto provider.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

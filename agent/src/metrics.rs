@@ -83,6 +83,8 @@ pub struct Metrics {
     /// Node capacity in CPU cores as the OS sees it.
     pub node_cpu_cores: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub overhead_sample_errors: Counter,
+    /// The API listener's connections (open, cap, closed by reason, requests timed out).
+    pub listeners: kpool_serve::ListenerMetrics,
 }
 
 impl Default for Metrics {
@@ -221,6 +223,8 @@ impl Metrics {
             "Overhead samples that failed",
             overhead_sample_errors.clone(),
         );
+        let listeners = kpool_serve::ListenerMetrics::default();
+        listeners.register(&mut r);
         for kind in crate::guard::Kind::ALL {
             guard_violations
                 .get_or_create(&KindLabel { kind: kind.code() })
@@ -237,6 +241,7 @@ impl Metrics {
             reserved_share,
             node_cpu_cores,
             overhead_sample_errors,
+            listeners,
             registry: r,
             partitions,
             broker_registered,

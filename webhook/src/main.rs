@@ -140,12 +140,34 @@ struct ServeArgs {
     /// Rotated audit log files to keep.
     #[arg(long, env = "KPOOL_AUDIT_LOG_MAX_FILES", default_value_t = 5)]
     audit_log_max_files: u32,
-    /// Admission requests answered at once; more wait their turn.
+    /// Admission requests the engine answers at once, counted once their body is in; more
+    /// wait their turn.
     #[arg(long, env = "KPOOL_MAX_CONCURRENCY", default_value_t = 64)]
     max_concurrency: usize,
-    /// A client must send its request headers within this time (e.g. 10s, 500ms).
+    /// Request bodies held in memory at once, over all requests being read (MiB; at least
+    /// one 3 MiB body). A client holds only what it has sent.
+    #[arg(long, env = "KPOOL_BODY_BUDGET_MIB", default_value_t = 32)]
+    body_budget_mib: usize,
+    /// Admission connections open at once; past it new clients wait in the backlog and
+    /// /readyz says so. Lowered at start to fit the open-file limit.
+    #[arg(long, env = "KPOOL_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// A TLS handshake must finish within this time.
+    #[arg(long, env = "KPOOL_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = serve::parse_duration)]
+    tls_handshake_timeout: std::time::Duration,
+    /// A new connection must send its first request's headers within this time (e.g. 10s,
+    /// 500ms).
     #[arg(long, env = "KPOOL_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = serve::parse_duration)]
     header_read_timeout: std::time::Duration,
+    /// A connection with no request in flight is closed after this long without one.
+    #[arg(long, env = "KPOOL_IDLE_TIMEOUT", default_value = "90s", value_parser = serve::parse_duration)]
+    idle_timeout: std::time::Duration,
+    /// One request, from its headers to its answer (body included); past it, 408.
+    #[arg(long, env = "KPOOL_REQUEST_TIMEOUT", default_value = "10s", value_parser = serve::parse_duration)]
+    request_timeout: std::time::Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "KPOOL_MAX_HTTP2_STREAMS", default_value_t = 32)]
+    max_http2_streams: u32,
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "KPOOL_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = serve::parse_duration)]
     cert_reload_interval: std::time::Duration,
@@ -164,6 +186,8 @@ mod serve {
 
     use anyhow::Context as _;
     use kpool_policy::Policy;
+    use kpool_serve::Limits;
+    use kpool_webhook::admission::AdmissionLimits;
     use kpool_webhook::audit::AuditTarget;
     use kpool_webhook::server::{ServeConfig, start};
 
@@ -201,8 +225,18 @@ mod serve {
             tls_key,
             policy,
             audit,
-            max_concurrency: args.max_concurrency,
-            header_read_timeout: args.header_read_timeout,
+            admission: AdmissionLimits {
+                max_concurrency: args.max_concurrency,
+                body_budget_bytes: args.body_budget_mib.saturating_mul(1024 * 1024),
+            },
+            limits: Limits {
+                max_connections: args.max_connections,
+                handshake_timeout: args.tls_handshake_timeout,
+                header_timeout: args.header_read_timeout,
+                idle_timeout: args.idle_timeout,
+                request_timeout: args.request_timeout,
+                max_h2_streams: args.max_http2_streams,
+            },
             reload_interval: args.cert_reload_interval,
             shutdown_delay: args.shutdown_delay,
             shutdown_grace: args.shutdown_grace,

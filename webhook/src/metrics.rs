@@ -55,6 +55,9 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabel, Counter>,
     pub audit_failures: Counter,
     pub audit_dropped: Counter,
+    pub audit_reopens: Counter,
+    /// Connections of both listeners (open, cap, closed by reason, requests timed out).
+    pub listeners: kpool_serve::ListenerMetrics,
 }
 
 impl Default for Metrics {
@@ -110,6 +113,12 @@ impl Metrics {
             "Audit lines dropped because the writer fell behind",
             audit_dropped.clone(),
         );
+        let audit_reopens = Counter::default();
+        registry.register(
+            "audit_reopens",
+            "Audit log file reopened because its path no longer named the open file (removed, renamed or replaced, or its folder removed)",
+            audit_reopens.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -117,6 +126,8 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build);
+        let listeners = kpool_serve::ListenerMetrics::default();
+        listeners.register(&mut registry);
         Self {
             registry,
             requests,
@@ -126,6 +137,8 @@ impl Metrics {
             cert_reloads,
             audit_failures,
             audit_dropped,
+            audit_reopens,
+            listeners,
         }
     }
 

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
-use hyper_util::rt::TokioTimer;
 use kpool_certs::tls::{ReloadEvent, ReloadingResolver};
 use kpool_policy::Policy;
+use kpool_serve::{Limits, Serving};
 use tokio::task::JoinHandle;
 
-use crate::admission::{Admission, AppState, ops_router, router};
+use crate::admission::{Admission, AdmissionLimits, AppState, ops_router, router};
 use crate::audit::{AuditLog, AuditTarget};
 use crate::metrics::{Metrics, ResultLabel};
 
@@ -29,10 +27,10 @@ pub struct ServeConfig {
     pub tls_key: PathBuf,
     pub policy: Arc<Policy>,
     pub audit: AuditTarget,
-    /// Admission requests answered at once; more wait.
-    pub max_concurrency: usize,
-    /// A client must send its request headers within this time.
-    pub header_read_timeout: Duration,
+    /// Admission work under way at once (engine slots, request body bytes).
+    pub admission: AdmissionLimits,
+    /// Connections, deadlines and HTTP/2 streams of the admission listener.
+    pub limits: Limits,
     /// How often the certificate files are checked for changes.
     pub reload_interval: Duration,
     /// At shutdown, how long `/readyz` reports not-ready before the listener closes, so the
@@ -65,18 +63,33 @@ pub struct Running {
     /// Where the operations listener is bound.
     pub ops_addr: SocketAddr,
     state: Arc<AppState>,
-    tls: (Handle<SocketAddr>, JoinHandle<std::io::Result<()>>),
-    ops: (Handle<SocketAddr>, JoinHandle<std::io::Result<()>>),
+    tls: Serving,
+    ops: Serving,
     watcher: JoinHandle<()>,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
 }
 
-fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, ServeError> {
-    let l = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| ServeError::Bind { addr, what, source })?;
-    Ok(l)
+/// The operations listener's bounds: a handful of probes and scrapers.
+pub fn ops_limits() -> Limits {
+    Limits {
+        max_connections: 64,
+        handshake_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(10),
+        max_h2_streams: 8,
+    }
+}
+
+/// Descriptors kept for everything but the listeners' connections: the audit log,
+/// certificate reloads, the runtime.
+const FD_RESERVE: u64 = 64;
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, what, source })
 }
 
 /// Loads the certificate, binds both listeners and starts serving. Ready once this returns.
@@ -113,56 +126,66 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         })
     };
     let audit = AuditLog::start(cfg.audit.clone(), metrics.clone()).map_err(ServeError::Audit)?;
-    let state = AppState::new(Admission::new(cfg.policy.clone(), metrics, audit));
+    let listener_metrics = metrics.listeners.clone();
+    let state = AppState::with_limits(
+        Admission::new(cfg.policy.clone(), metrics, audit),
+        cfg.admission,
+    );
 
-    let tls_listener = bind(cfg.listen, "admission, HTTPS")?;
-    let ops_listener = bind(cfg.metrics_listen, "health and metrics, HTTP")?;
-    let tls_addr = local_addr(&tls_listener, cfg.listen);
-    let ops_addr = local_addr(&ops_listener, cfg.metrics_listen);
-
-    let tls_config = RustlsConfig::from_config(Arc::new(kpool_certs::tls::server_config(resolver)));
-    let tls_handle = Handle::new();
-    let mut tls_server = axum_server::from_tcp_rustls(tls_listener, tls_config)
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen,
-            what: "admission, HTTPS",
-            source,
-        })?
-        .handle(tls_handle.clone());
-    tls_server
-        .http_builder()
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout);
-    let app = router(state.clone(), cfg.max_concurrency);
-    let tls_task = tokio::spawn(tls_server.serve(app.into_make_service()));
-
-    let ops_handle = Handle::new();
-    let ops_server = axum_server::from_tcp(ops_listener)
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.metrics_listen,
-            what: "health and metrics, HTTP",
-            source,
-        })?
-        .handle(ops_handle.clone());
-    let ops_task = tokio::spawn(ops_server.serve(ops_router(state.clone()).into_make_service()));
+    let tls_listener = bind(cfg.listen, "admission, HTTPS").await?;
+    let ops_listener = bind(cfg.metrics_listen, "health and metrics, HTTP").await?;
+    let (mut limits, mut ops) = (cfg.limits.clone(), ops_limits());
+    if let Some(soft) = kpool_serve::fd_soft_limit() {
+        let mut caps = [limits.max_connections, ops.max_connections];
+        if kpool_serve::fit_caps(&mut caps, FD_RESERVE, soft) {
+            tracing::warn!(
+                fd_limit = soft,
+                admission = caps[0],
+                ops = caps[1],
+                "connection caps lowered to fit the open-file limit"
+            );
+        }
+        (limits.max_connections, ops.max_connections) = (caps[0], caps[1]);
+    }
+    let server_config = Arc::new(kpool_certs::tls::server_config(resolver));
+    let tls = kpool_serve::spawn(
+        "admission",
+        tls_listener,
+        Some(server_config),
+        router(state.clone()),
+        limits.clone(),
+        &listener_metrics,
+    );
+    state.watch_listener(tls.stats().clone());
+    let ops = kpool_serve::spawn(
+        "ops",
+        ops_listener,
+        None,
+        ops_router(state.clone()),
+        ops,
+        &listener_metrics,
+    );
+    let (tls_addr, ops_addr) = (tls.addr(), ops.addr());
 
     state.ready.store(true, Ordering::Release);
-    tracing::info!(%tls_addr, %ops_addr, policy = %state.admission.policy().hash(), "kpool-webhook serving");
+    tracing::info!(
+        %tls_addr,
+        %ops_addr,
+        policy = %state.admission.policy().hash(),
+        max_connections = limits.max_connections,
+        max_concurrency = state.limits().max_concurrency,
+        "kpool-webhook serving"
+    );
     Ok(Running {
         tls_addr,
         ops_addr,
         state,
-        tls: (tls_handle, tls_task),
-        ops: (ops_handle, ops_task),
+        tls,
+        ops,
         watcher,
         shutdown_delay: cfg.shutdown_delay,
         shutdown_grace: cfg.shutdown_grace,
     })
-}
-
-fn local_addr(l: &std::net::TcpListener, fallback: SocketAddr) -> SocketAddr {
-    l.local_addr().unwrap_or(fallback)
 }
 
 impl Running {
@@ -177,14 +200,8 @@ impl Running {
         self.state.ready.store(false, Ordering::Release);
         tracing::info!(delay = ?self.shutdown_delay, "shutting down: not ready");
         tokio::time::sleep(self.shutdown_delay).await;
-        self.tls.0.graceful_shutdown(Some(self.shutdown_grace));
-        match self.tls.1.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "admission listener ended with an error"),
-            Err(e) => tracing::error!(error = %e, "admission listener task failed"),
-        }
-        self.ops.0.graceful_shutdown(Some(Duration::from_secs(1)));
-        let _ = self.ops.1.await;
+        self.tls.shutdown(self.shutdown_grace).await;
+        self.ops.shutdown(Duration::from_secs(1)).await;
         self.watcher.abort();
         self.state.admission.audit().sync();
         tracing::info!("shut down");

@@ -51,7 +51,7 @@ impl Harness {
             .header("content-type", "application/json")
             .body(body.into())
             .expect("request");
-        let resp = router(self.state.clone(), 16)
+        let resp = router(self.state.clone())
             .oneshot(req)
             .await
             .expect("infallible");
@@ -341,7 +341,7 @@ async fn oversized_body_is_413_and_wrong_method_405() {
         lines[0]["reason_code"], "body-too-large",
         "oversized bodies are audited too"
     );
-    let resp = router(h.state.clone(), 4)
+    let resp = router(h.state.clone())
         .oneshot(Request::get("/mutate").body(Body::empty()).expect("req"))
         .await
         .expect("infallible");

@@ -46,10 +46,7 @@ async fn serves_admission_over_verified_tls_and_ops_over_http() {
         .await
         .expect("request");
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
-    let (status, _, _) = post(addr, &ca, "/validate", vec![b' '; 3 * 1024 * 1024 + 1])
-        .await
-        .expect("request");
-    assert_eq!(status, 413);
+    // Oversized bodies (declared or streamed): tests/hostile.rs.
 
     // A client that does not trust the CA cannot talk to it.
     let other = tempfile::tempdir().expect("tmp");
@@ -80,11 +77,7 @@ async fn serves_admission_over_verified_tls_and_ops_over_http() {
         .audit()
         .sync();
     let lines = env.audit_lines();
-    assert_eq!(
-        lines.len(),
-        3,
-        "three admission requests, three audit lines"
-    );
+    assert_eq!(lines.len(), 2, "two admission requests, two audit lines");
     assert_eq!(lines[0]["decision"], "inject");
     assert_eq!(lines[1]["reason_code"], "malformed-json");
 }
@@ -197,7 +190,7 @@ async fn certificate_reload_under_concurrent_requests_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off() {
-    let env = Env::start(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let env = Env::start(|c| c.limits.header_timeout = Duration::from_millis(300)).await;
     let mut s = tls(env.running().tls_addr, &env.path("ca.crt"))
         .await
         .expect("tls");

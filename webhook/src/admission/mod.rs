@@ -12,7 +12,7 @@ use kpool_policy::Policy;
 use kpool_policy::audit::{AdmissionFacts, AuditRecord, Subject, now_rfc3339};
 use kpool_policy::model::Mode;
 
-pub use router::{AppState, MAX_BODY_BYTES, ops_router, router};
+pub use router::{AdmissionLimits, AppState, MAX_BODY_BYTES, ops_router, router};
 
 use crate::audit::AuditLog;
 use crate::guard::{self, Verdict};

@@ -40,8 +40,14 @@ impl Env {
                 max_bytes: 1 << 30,
                 max_files: 1,
             },
-            max_concurrency: 8,
-            header_read_timeout: Duration::from_secs(5),
+            admission: kpool_webhook::admission::AdmissionLimits {
+                max_concurrency: 8,
+                ..Default::default()
+            },
+            limits: kpool_serve::Limits {
+                header_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
             reload_interval: Duration::from_millis(50),
             shutdown_delay: Duration::from_millis(0),
             shutdown_grace: Duration::from_secs(5),
