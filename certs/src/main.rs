@@ -45,10 +45,12 @@ struct SanArgs {
     /// The webhook's Service name.
     #[arg(long, env = "KPOOL_CERTS_SERVICE")]
     service: String,
-    /// Extra DNS names (repeat, or comma-separated in the env var).
+    /// Extra DNS names (repeat, or comma-separated in the env var). `rotate` adds them to the
+    /// current certificate's names (see --replace-names).
     #[arg(long, env = "KPOOL_CERTS_DNS", value_delimiter = ',')]
     dns: Vec<String>,
-    /// IP addresses (repeat, or comma-separated in the env var).
+    /// IP addresses (repeat, or comma-separated in the env var). `rotate` adds them to the
+    /// current certificate's names (see --replace-names).
     #[arg(long, env = "KPOOL_CERTS_IP", value_delimiter = ',')]
     ip: Vec<IpAddr>,
     /// Serving certificate validity, days.
@@ -139,6 +141,12 @@ struct RotateArgs {
     /// Start a CA rotation even if the CA is not due.
     #[arg(long, env = "KPOOL_CERTS_FORCE")]
     force: bool,
+    /// Issue the serving certificate for exactly the Service names, --dns and --ip, dropping
+    /// names the current certificate has beyond them. Without it, a new serving certificate
+    /// keeps every name of the current one and adds those asked for, so a run that forgets a
+    /// --dns or --ip never narrows it. Each issue step lists the names kept, added, dropped.
+    #[arg(long, env = "KPOOL_CERTS_REPLACE_NAMES")]
+    replace_names: bool,
     /// Time for kubelet to refresh the mounted Secret and the webhook to reload it, before
     /// the old CA is dropped (`90s`, `2m`, `1h`, or seconds).
     #[arg(long, env = "KPOOL_CERTS_PROPAGATION_WAIT", default_value = "2m", value_parser = rotate::parse_duration)]
@@ -309,6 +317,7 @@ async fn run_rotate(a: RotateArgs) -> Result<()> {
             renew_fraction: a.san.renew_fraction,
             force_rotation: a.force,
             propagation_wait: a.propagation_wait,
+            replace_names: a.replace_names,
         },
         namespace: a.namespace,
         secret: a.secret,
@@ -323,7 +332,12 @@ async fn run_rotate(a: RotateArgs) -> Result<()> {
         return print_json(&report);
     }
     for s in &report.steps {
-        println!("{}", s.name());
+        match s {
+            rotate::Step::IssueServing { names, .. } => {
+                println!("{} ({})", s.name(), names.describe());
+            }
+            _ => println!("{}", s.name()),
+        }
     }
     if let Some(secs) = report.pending {
         println!("pending: run again in {secs}s to finish");

@@ -24,8 +24,14 @@
 //! 6. **promote**: the next CA becomes the current one in the CA Secret.
 //!
 //! Without a due CA the same function renews a serving certificate that is due, expired,
-//! mismatched or has the wrong SANs (steps 3, 4, 5 as needed), and publishes the current CA if
-//! a bundle lost it.
+//! mismatched or lacks a name asked for (steps 3, 4, 5 as needed), and publishes the current CA
+//! if a bundle lost it.
+//!
+//! **Names.** A new serving certificate carries the current one's DNS and IP names plus the
+//! ones asked for ([`names_to_issue`]): a run without the `--dns`/`--ip` that `create` (or an
+//! earlier run) was given must not narrow the certificate, or clients that use those names fail
+//! once the old one is gone. [`Policy::replace_names`] narrows on purpose; every issue step
+//! reports the names kept, added and dropped.
 
 use std::time::Duration;
 
@@ -82,6 +88,9 @@ pub struct Observed {
     /// Why the serving Secret exists but cannot be used (missing keys, unparsable PEM); it is
     /// derived material, so the decision re-issues it rather than stopping.
     pub serving_unusable: Option<String>,
+    /// When the serving Secret is unusable but its `tls.crt` parses (a lost or broken key):
+    /// that certificate's facts, so a re-issue keeps its names.
+    pub unusable_serving_cert: Option<CertInfo>,
 }
 
 /// The knobs of the decision.
@@ -95,6 +104,91 @@ pub struct Policy {
     pub force_rotation: bool,
     /// How long after issuing a serving certificate the old CA may be dropped.
     pub propagation_wait: Duration,
+    /// Issue for exactly [`Policy::serving`]'s names, dropping names the current certificate
+    /// has beyond them. When false (the default), the current certificate's names are kept and
+    /// [`Policy::serving`]'s are added.
+    pub replace_names: bool,
+}
+
+/// How the names of a serving certificate change when it is re-issued: DNS names (lowercase),
+/// then IP addresses, as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NameChange {
+    /// Names of the current certificate that the new one carries too.
+    pub kept: Vec<String>,
+    /// Names the new certificate carries that the current one does not (all of them when there
+    /// is no readable current certificate).
+    pub added: Vec<String>,
+    /// Names of the current certificate that the new one does not carry (only with
+    /// [`Policy::replace_names`]).
+    pub dropped: Vec<String>,
+}
+
+impl NameChange {
+    /// `kept: a, b; added: c; dropped: none`.
+    pub fn describe(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        format!(
+            "kept: {}; added: {}; dropped: {}",
+            list(&self.kept),
+            list(&self.added),
+            list(&self.dropped)
+        )
+    }
+}
+
+fn name_list(dns: &[String], ips: &[std::net::IpAddr]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in dns
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .chain(ips.iter().map(ToString::to_string))
+    {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// What a new serving certificate is issued for, given the certificate it replaces (if one is
+/// readable), and how its names change. Without [`Policy::replace_names`] the result covers
+/// the current certificate's names and [`Policy::serving`]'s (so nothing is ever dropped);
+/// with it, exactly [`Policy::serving`]'s.
+pub fn names_to_issue(policy: &Policy, current: Option<&CertInfo>) -> (ServingRequest, NameChange) {
+    let mut request = policy.serving.clone();
+    if !policy.replace_names
+        && let Some(info) = current
+    {
+        let asked = request.dns_names();
+        for d in &info.dns_names {
+            let d = d.to_ascii_lowercase();
+            if !asked.contains(&d) && !request.dns.contains(&d) {
+                request.dns.push(d);
+            }
+        }
+        for ip in &info.ip_addresses {
+            if !request.ips.contains(ip) {
+                request.ips.push(*ip);
+            }
+        }
+    }
+    let new = name_list(&request.dns_names(), &request.ips);
+    let old = current
+        .map(|i| name_list(&i.dns_names, &i.ip_addresses))
+        .unwrap_or_default();
+    let change = NameChange {
+        kept: new.iter().filter(|n| old.contains(n)).cloned().collect(),
+        added: new.iter().filter(|n| !old.contains(n)).cloned().collect(),
+        dropped: old.iter().filter(|n| !new.contains(n)).cloned().collect(),
+    };
+    (request, change)
 }
 
 /// One step of the rotation.
@@ -118,6 +212,11 @@ pub enum Step {
     IssueServing {
         /// Why.
         reason: String,
+        /// How the names change from the current certificate's.
+        names: NameChange,
+        #[serde(skip)]
+        /// What to issue (the names of [`names_to_issue`]).
+        request: ServingRequest,
         #[serde(skip)]
         /// The `ca.crt` to store with it (the bundle as published).
         bundle: Vec<CertificateDer<'static>>,
@@ -254,8 +353,16 @@ pub fn next_step(obs: &Observed, policy: &Policy, now: OffsetDateTime) -> Step {
     } else {
         union.clone()
     };
+    let current = obs
+        .serving
+        .as_ref()
+        .map(|s| &s.info)
+        .or(obs.unusable_serving_cert.as_ref());
+    let (request, names) = names_to_issue(policy, current);
     let issue = |reason: String| Step::IssueServing {
         reason,
+        names: names.clone(),
+        request: request.clone(),
         bundle: published.clone(),
     };
     let Some(serving) = &obs.serving else {
@@ -280,13 +387,10 @@ pub fn next_step(obs: &Observed, policy: &Policy, now: OffsetDateTime) -> Step {
             serving.info.issuer, target.info.subject
         ));
     }
-    if !policy.serving.matches(&serving.info) {
+    if !request.matches(&serving.info) {
         return issue(format!(
-            "serving certificate SANs {:?} {:?} differ from {:?} {:?}",
-            serving.info.dns_names,
-            serving.info.ip_addresses,
-            policy.serving.dns_names(),
-            policy.serving.ips
+            "serving certificate SANs differ from those asked for ({})",
+            names.describe()
         ));
     }
 
@@ -429,11 +533,28 @@ async fn observe(client: &Client, opts: &RotateOptions) -> Result<Cluster, CertE
             Ok(state) => (Some(state), None),
             Err(e) => {
                 tracing::warn!(error = %e, "the serving Secret is unusable and will be re-issued");
-                (None, Some(format!("the serving Secret is unusable: {e}")))
+                (
+                    None,
+                    Some((format!("the serving Secret is unusable: {e}"), s)),
+                )
             }
         },
         None => (None, None),
     };
+    // An unusable Secret whose certificate still parses: keep that certificate's names.
+    let unusable_serving_cert = serving_unusable.as_ref().and_then(|(_, s)| {
+        let crt = s.get(cluster::TLS_CRT)?;
+        let origin = s.origin(cluster::TLS_CRT);
+        let chain = pemio::parse_certificates(&origin, crt).ok()?;
+        CertInfo::from_der(&origin, &chain[0]).ok()
+    });
+    if serving_unusable.is_some() && unusable_serving_cert.is_none() {
+        tracing::warn!(
+            "the serving Secret's tls.crt cannot be read, so its names cannot be kept: the new \
+             certificate carries the Service names and --dns/--ip only"
+        );
+    }
+    let serving_unusable = serving_unusable.map(|(why, _)| why);
     let configs = cluster::read_webhook_configs(client, &opts.webhook).await?;
     let mut webhook_bundles = Vec::new();
     for c in &configs {
@@ -449,6 +570,7 @@ async fn observe(client: &Client, opts: &RotateOptions) -> Result<Cluster, CertE
             webhook_bundles,
             serving,
             serving_unusable,
+            unusable_serving_cert,
         },
         configs,
     })
@@ -508,7 +630,12 @@ pub async fn rotate_once(
                 );
             }
         }
-        Step::IssueServing { reason, bundle } => {
+        Step::IssueServing {
+            reason,
+            names,
+            request,
+            bundle,
+        } => {
             let target = observed.next_ca.as_ref().or(observed.current_ca.as_ref());
             let Some(target) = target else {
                 return Err(CertError::Invalid("no CA to issue from".to_owned()));
@@ -519,8 +646,32 @@ pub async fn rotate_once(
                 &format!("Secret {ns}/{}", opts.ca_secret),
                 &target.pem.key,
             )?;
-            tracing::info!(step = step.name(), reason, ca = %target.info.subject, "issuing a serving certificate");
-            let pair = ca.issue_serving(&opts.policy.serving, now)?;
+            tracing::info!(
+                step = step.name(),
+                reason,
+                ca = %target.info.subject,
+                kept = ?names.kept,
+                added = ?names.added,
+                dropped = ?names.dropped,
+                "issuing a serving certificate"
+            );
+            if !names.dropped.is_empty() {
+                tracing::warn!(
+                    step = step.name(),
+                    dropped = ?names.dropped,
+                    "--replace-names: the new serving certificate drops names the current one \
+                     has; clients that use them fail once it is served"
+                );
+            }
+            request.validate().map_err(|e| {
+                CertError::Invalid(format!(
+                    "serving certificate for the Service names, --dns/--ip and the names kept \
+                     from the current certificate ({}): {e}; --replace-names issues for the \
+                     flags' names only",
+                    names.describe()
+                ))
+            })?;
+            let pair = ca.issue_serving(request, now)?;
             let body = apply_serving(
                 pair.cert_pem().as_bytes(),
                 pair.key_pem().as_bytes(),
@@ -618,6 +769,7 @@ mod tests {
             renew_fraction: 1.0 / 3.0,
             force_rotation: false,
             propagation_wait: Duration::from_secs(120),
+            replace_names: false,
         }
     }
 
@@ -654,6 +806,7 @@ mod tests {
         let old = Ca::generate(3650, now - time::Duration::days(1)).expect("ca");
         let obs = Observed {
             serving_unusable: None,
+            unusable_serving_cert: None,
             current_ca: Some(ca_state_of(&old)),
             next_ca: None,
             webhook_bundles: vec![vec![old.cert_der().clone()]; 2],
@@ -689,6 +842,7 @@ mod tests {
         let (o, n) = (old.cert_der().clone(), new.cert_der().clone());
         let mut obs = Observed {
             serving_unusable: None,
+            unusable_serving_cert: None,
             current_ca: Some(ca_state_of(&old)),
             next_ca: Some(ca_state_of(&new)),
             webhook_bundles: vec![vec![o.clone()], vec![o.clone(), n.clone()]],
@@ -711,7 +865,7 @@ mod tests {
         ));
         obs.serving.as_mut().expect("serving").bundle = vec![o.clone(), n.clone()];
         match next_step(&obs, &policy(), t0) {
-            Step::IssueServing { reason, bundle } => {
+            Step::IssueServing { reason, bundle, .. } => {
                 assert!(reason.contains("does not verify against"), "{reason}");
                 assert_eq!(bundle, vec![o.clone(), n.clone()]);
             }
@@ -745,6 +899,7 @@ mod tests {
         let c = ca.cert_der().clone();
         let mut obs = Observed {
             serving_unusable: None,
+            unusable_serving_cert: None,
             current_ca: Some(ca_state_of(&ca)),
             next_ca: None,
             webhook_bundles: vec![vec![c.clone()]],
@@ -798,6 +953,120 @@ mod tests {
     }
 
     #[test]
+    fn reissues_keep_the_current_names_unless_replace_names() {
+        let now = OffsetDateTime::now_utc();
+        let ca = Ca::generate(3650, now).expect("ca");
+        let c = ca.cert_der().clone();
+        // What `create --dns webhook.example.com --ip 10.0.0.1` issued.
+        let wide = ServingRequest {
+            dns: vec!["webhook.example.com".into()],
+            ips: vec!["10.0.0.1".parse().expect("ip")],
+            ..policy().serving
+        };
+        let pair = ca.issue_serving(&wide, now).expect("issue");
+        let serving = ServingState {
+            chain: vec![pair.cert_der().clone()],
+            info: pair.info().clone(),
+            key_matches: true,
+            tls_crt: pair.cert_pem().into_bytes(),
+            tls_key: pair.key_pem().into_bytes(),
+            bundle: vec![c.clone()],
+        };
+        let mut obs = Observed {
+            serving_unusable: None,
+            unusable_serving_cert: None,
+            current_ca: Some(ca_state_of(&ca)),
+            next_ca: None,
+            webhook_bundles: vec![vec![c.clone()]],
+            serving: Some(serving),
+        };
+        // A run without --dns/--ip: the certificate already covers everything asked, and more.
+        assert_eq!(next_step(&obs, &policy(), now), Step::Done);
+
+        // Asking for one more name re-issues, keeping the others.
+        let more = Policy {
+            serving: ServingRequest {
+                dns: vec!["new.example.com".into()],
+                ..policy().serving
+            },
+            ..policy()
+        };
+        match next_step(&obs, &more, now) {
+            Step::IssueServing {
+                reason,
+                names,
+                request,
+                ..
+            } => {
+                assert!(reason.contains("SANs differ"), "{reason}");
+                assert_eq!(names.added, ["new.example.com"]);
+                assert!(names.dropped.is_empty(), "{names:?}");
+                assert_eq!(
+                    names.kept,
+                    [
+                        "kpool-webhook",
+                        "kpool-webhook.kpool-system",
+                        "kpool-webhook.kpool-system.svc",
+                        "kpool-webhook.kpool-system.svc.cluster.local",
+                        "webhook.example.com",
+                        "10.0.0.1"
+                    ]
+                );
+                let reissued = ca.issue_serving(&request, now).expect("reissue");
+                assert!(request.matches(reissued.info()));
+                assert!(reissued.info().ip_addresses.contains(&wide.ips[0]));
+                assert!(
+                    reissued
+                        .info()
+                        .dns_names
+                        .contains(&"webhook.example.com".to_owned())
+                );
+            }
+            s => panic!("expected an issue, got {s:?}"),
+        }
+
+        // --replace-names narrows on purpose, and says what goes.
+        let narrow = Policy {
+            replace_names: true,
+            ..policy()
+        };
+        match next_step(&obs, &narrow, now) {
+            Step::IssueServing { names, request, .. } => {
+                assert_eq!(names.dropped, ["webhook.example.com", "10.0.0.1"]);
+                assert!(names.added.is_empty());
+                assert_eq!(request, policy().serving);
+            }
+            s => panic!("expected an issue, got {s:?}"),
+        }
+
+        // A Secret made unusable (lost key) whose certificate still parses: names kept too.
+        let info = obs.serving.take().expect("serving").info;
+        obs.serving_unusable = Some("the serving Secret is unusable: no tls.key".into());
+        obs.unusable_serving_cert = Some(info);
+        match next_step(&obs, &policy(), now) {
+            Step::IssueServing { names, request, .. } => {
+                assert!(
+                    names.dropped.is_empty() && names.added.is_empty(),
+                    "{names:?}"
+                );
+                assert_eq!(request.ips, wide.ips);
+            }
+            s => panic!("expected an issue, got {s:?}"),
+        }
+        // Nothing readable: the flags' names, all reported as added.
+        let (request, names) = names_to_issue(&policy(), None);
+        assert_eq!(request, policy().serving);
+        assert_eq!(names.added.len(), 4);
+        assert!(names.kept.is_empty() && names.dropped.is_empty());
+        assert_eq!(
+            names.describe(),
+            "kept: none; added: kpool-webhook, kpool-webhook.kpool-system, \
+             kpool-webhook.kpool-system.svc, kpool-webhook.kpool-system.svc.cluster.local; \
+             dropped: none"
+        );
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
@@ -814,6 +1083,7 @@ mod tests {
         let live = Ca::generate(3650, now).expect("live");
         let obs = Observed {
             serving_unusable: None,
+            unusable_serving_cert: None,
             current_ca: Some(ca_state_of(&live)),
             next_ca: None,
             webhook_bundles: vec![vec![dead.cert_der().clone()]],

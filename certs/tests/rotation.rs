@@ -35,6 +35,7 @@ fn opts(force: bool, propagation_wait: Duration) -> RotateOptions {
             renew_fraction: 1.0 / 3.0,
             force_rotation: force,
             propagation_wait,
+            replace_names: false,
         },
         wait: true,
         bundle_settle: Duration::ZERO,
@@ -364,4 +365,114 @@ async fn a_corrupt_ca_secret_stops_with_an_error_naming_the_key() {
          Secret kpool-system/kpool-webhook-tls-ca key ca.crt (the certificate's public key belongs to another key pair)"
     );
     assert_eq!(fake.writes(), writes, "nothing written");
+}
+
+fn issued_names(steps: &[Step]) -> Vec<kpool_certs::rotate::NameChange> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::IssueServing { names, .. } => Some(names.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The incident: `create --ip` (here: the bootstrap run with 127.0.0.1), then a rotation run
+/// without `--ip`. The new certificate used to carry the flags' names only, so once the old CA
+/// was dropped every client reaching the webhook by IP failed, while the run reported done.
+#[tokio::test]
+async fn a_rotation_run_without_the_ip_flag_keeps_the_ip_san() {
+    let fake = FakeApi::with_webhooks();
+    bootstrap(&fake).await;
+    let client = fake.client();
+    let mut forgot = opts(true, Duration::ZERO);
+    forgot.policy.serving.ips = vec![];
+    let report = rotate(&client, &forgot).await.expect("rotate");
+    assert_eq!(
+        names(&report.steps),
+        [
+            "start-rotation",
+            "publish-bundle",
+            "issue-serving",
+            "drop-old",
+            "promote",
+            "done"
+        ]
+    );
+    let issued = issued_names(&report.steps);
+    assert_eq!(issued.len(), 1);
+    assert!(
+        issued[0].kept.contains(&"127.0.0.1".to_owned()),
+        "{issued:?}"
+    );
+    assert!(issued[0].dropped.is_empty(), "{issued:?}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["steps"][2]["names"]["dropped"], serde_json::json!([]));
+
+    // With the old CA gone, a client that reaches the webhook by IP still verifies it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    sync_files(&fake, dir.path());
+    let resolver =
+        ReloadingResolver::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
+            .expect("load");
+    let addr = serve(resolver.clone()).await;
+    let bundle = bundles(&fake)[0].clone();
+    assert_eq!(bundle.len(), 1, "the old CA was dropped");
+    handshake(addr, &bundle, "127.0.0.1")
+        .await
+        .expect("the IP SAN survived the rotation");
+    handshake(addr, &bundle, NAME).await.expect("service name");
+
+    // The daily renewal run, also without --ip, has nothing to do.
+    forgot.policy.force_rotation = false;
+    let report = rotate(&client, &forgot).await.expect("renewal run");
+    assert_eq!(names(&report.steps), ["done"]);
+
+    // --replace-names narrows on purpose, and the report says what it dropped.
+    let mut narrow = forgot.clone();
+    narrow.policy.replace_names = true;
+    let report = rotate(&client, &narrow).await.expect("narrow");
+    assert_eq!(names(&report.steps), ["issue-serving", "done"]);
+    assert_eq!(issued_names(&report.steps)[0].dropped, ["127.0.0.1"]);
+    sync_files(&fake, dir.path());
+    resolver.reload().expect("reload");
+    let e = handshake(addr, &bundle, "127.0.0.1")
+        .await
+        .expect_err("the IP was dropped on purpose");
+    assert!(
+        e.contains("NotValidForName") || e.contains("invalid peer certificate"),
+        "{e}"
+    );
+    handshake(addr, &bundle, NAME).await.expect("service name");
+}
+
+/// A serving Secret that lost its key is re-issued; the names of its certificate are kept.
+#[tokio::test]
+async fn an_unusable_serving_secret_keeps_the_names_of_its_certificate() {
+    let fake = FakeApi::with_webhooks();
+    bootstrap(&fake).await;
+    let mut secret = fake.get(&secret_path(SECRET)).expect("secret");
+    secret["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove("tls.key");
+    fake.put(&secret_path(SECRET), secret);
+    let mut forgot = opts(false, Duration::ZERO);
+    forgot.policy.serving.ips = vec![];
+    let report = rotate(&fake.client(), &forgot).await.expect("rotate");
+    assert_eq!(names(&report.steps), ["issue-serving", "done"]);
+    let issued = issued_names(&report.steps);
+    assert!(
+        issued[0].kept.contains(&"127.0.0.1".to_owned()),
+        "{issued:?}"
+    );
+    let leaf = certs(&fake.secret_data(SECRET, "tls.crt").expect("tls.crt"));
+    verify_chain(
+        "tls.crt",
+        &leaf,
+        &bundles(&fake)[0],
+        Some("127.0.0.1"),
+        OffsetDateTime::now_utc(),
+    )
+    .expect("the re-issued certificate still covers 127.0.0.1");
 }
