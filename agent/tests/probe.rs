@@ -173,6 +173,43 @@ fn cannot_ask_is_exit_2_within_the_timeout() {
     let (code, line) = probe(&["--bogus"], &[]);
     assert_eq!(code, 2);
     assert!(line.contains("unknown argument \"--bogus\""), "{line}");
+    assert_eq!(line.lines().count(), 1, "one line, no usage dump: {line}");
+
+    // A name that would change the request (a space, CRLF, a slash) is refused, not sent.
+    for pod in ["kafka-1 HTTP/1.1\r\nX-Injected: 1", "../kafka-1", "..", ""] {
+        let (code, line) = probe(
+            &[
+                "--agent",
+                "http://127.0.0.1:9",
+                "--namespace",
+                "n",
+                "--pod",
+                pod,
+            ],
+            &[],
+        );
+        assert_eq!(code, 2, "{line}");
+        assert!(line.contains("expected a Kubernetes name"), "{line}");
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
+}
+
+#[test]
+fn help_states_the_exit_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kpool-probe"))
+        .arg("--help")
+        .output()
+        .expect("probe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for want in [
+        "0  ready: the agent answered HTTP 200",
+        "1  not ready: the agent answered HTTP 503",
+        "2  cannot tell:",
+        "--timeout-ms N     time allowed for the whole exchange",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
 }
 
 #[test]
