@@ -1,14 +1,21 @@
 //! The audit log: one JSON line per decision, to stdout or to a file (appended, flushed per
 //! line, rotated by size keeping N files). A writer thread does the I/O so a slow or full
 //! disk never delays an admission answer; failures are counted and logged.
+//!
+//! Before each batch the writer checks (one `stat`) that the path still names the file it
+//! has open, by device and inode: if the file was removed, renamed or replaced, or its
+//! folder removed, under the server, the path is reopened (its folder recreated if need
+//! be and permissions allow), the reopen logged and counted; lines that cannot be written
+//! there are counted as failures and logged, never written on into a file nobody can find.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use kpool_policy::audit::AuditRecord;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::Metrics;
 
@@ -50,7 +57,12 @@ impl AuditLog {
                 path,
                 max_bytes,
                 max_files,
-            } => Sink::File(RotatingFile::open(path, *max_bytes, *max_files)?),
+            } => Sink::File(RotatingFile::open(
+                path,
+                *max_bytes,
+                *max_files,
+                metrics.audit_reopens.clone(),
+            )?),
         };
         let (tx, rx) = sync_channel(QUEUE);
         let m = metrics.clone();
@@ -148,32 +160,117 @@ fn writer(rx: Receiver<Msg>, mut sink: Sink, metrics: &Metrics) {
 struct RotatingFile {
     path: PathBuf,
     file: Option<File>,
+    /// Device and inode of `file`: what `path` names while nobody has moved it.
+    identity: Option<(u64, u64)>,
+    /// `path` stopped naming the open file and has not been reopened yet.
+    lost: bool,
+    /// Reopens after `path` stopped naming the open file.
+    reopens: Counter,
     size: u64,
     max_bytes: u64,
     max_files: u32,
 }
 
 impl RotatingFile {
-    fn open(path: &Path, max_bytes: u64, max_files: u32) -> io::Result<Self> {
-        let file = open_append(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open audit log {}: {e}", path.display()),
-            )
-        })?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self {
+    fn open(path: &Path, max_bytes: u64, max_files: u32, reopens: Counter) -> io::Result<Self> {
+        let mut f = Self {
             path: path.to_owned(),
-            file: Some(file),
-            size,
+            file: None,
+            identity: None,
+            lost: false,
+            reopens,
+            size: 0,
             max_bytes: max_bytes.max(1),
             max_files,
-        })
+        };
+        let file = open_append(path).map_err(|e| f.context("open", &e))?;
+        f.opened(file);
+        Ok(f)
+    }
+
+    /// `e` naming what was done to which audit log.
+    fn context(&self, what: &str, e: &io::Error) -> io::Error {
+        io::Error::new(
+            e.kind(),
+            format!("cannot {what} audit log {}: {e}", self.path.display()),
+        )
+    }
+
+    fn opened(&mut self, file: File) {
+        let meta = file.metadata().ok();
+        self.size = meta.as_ref().map_or(0, Metadata::len);
+        self.identity = meta.as_ref().and_then(identity);
+        self.file = Some(file);
+    }
+
+    /// Reopens `path` (recreating its folder if it is gone) after a failure, a rotation or
+    /// the path moving away from the open file.
+    fn reopen(&mut self) -> io::Result<()> {
+        let file = match open_append(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let folder = self
+                    .path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty() && !p.exists());
+                let Some(folder) = folder else {
+                    return Err(self.context("reopen", &e));
+                };
+                std::fs::create_dir_all(folder).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot reopen audit log {}: its folder is gone and cannot be recreated: {e}",
+                            self.path.display()
+                        ),
+                    )
+                })?;
+                tracing::warn!(
+                    folder = %folder.display(),
+                    "audit log folder was removed while serving; recreated it"
+                );
+                open_append(&self.path).map_err(|e| self.context("reopen", &e))?
+            }
+            other => other.map_err(|e| self.context("reopen", &e))?,
+        };
+        self.opened(file);
+        if std::mem::take(&mut self.lost) {
+            self.reopens.inc();
+            tracing::warn!(
+                path = %self.path.display(),
+                "audit log reopened: lines go to the file now at its path"
+            );
+        }
+        Ok(())
+    }
+
+    /// Closes the open file if `path` no longer names it (removed, renamed or replaced, or
+    /// its folder removed), so the next write reopens the path. One `stat`.
+    fn check_path(&mut self) {
+        let Some(open) = self.identity.filter(|_| self.file.is_some()) else {
+            return;
+        };
+        let why = match std::fs::metadata(&self.path) {
+            Ok(meta) if identity(&meta).is_none_or(|now| now == open) => return,
+            Ok(_) => "another file is at the path (renamed or replaced)".to_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                "nothing is at the path (the file or its folder was removed or renamed)".to_owned()
+            }
+            Err(e) => format!("the path cannot be looked up: {e}"),
+        };
+        tracing::warn!(
+            path = %self.path.display(),
+            why,
+            "audit log path no longer names the open file; reopening it"
+        );
+        self.file = None;
+        self.identity = None;
+        self.lost = true;
     }
 
     /// Appends `lines`, each whole, rotating before a line that would pass `max_bytes`;
     /// one write per stretch between rotations.
     fn write_lines(&mut self, lines: &[String]) -> io::Result<()> {
+        self.check_path();
         let mut buf: Vec<u8> = Vec::new();
         for line in lines {
             let pending = self.size + buf.len() as u64;
@@ -192,10 +289,8 @@ impl RotatingFile {
             return Ok(());
         }
         if self.file.is_none() {
-            // An earlier failure closed it (disk full, file removed): try again.
-            let f = open_append(&self.path)?;
-            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            self.file = Some(f);
+            // Rotated, moved away, or closed by an earlier failure (disk full): try again.
+            self.reopen()?;
         }
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("audit log is not open"));
@@ -208,25 +303,34 @@ impl RotatingFile {
             }
             Err(e) => {
                 self.file = None;
-                Err(e)
+                Err(self.context("write to", &e))
             }
         }
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         self.file = None;
+        self.identity = None;
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        // The current file may have gone since the batch began: nothing to move then.
+        let gone_is_fine = |r: io::Result<()>| match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
         if self.max_files == 0 {
-            std::fs::remove_file(&self.path)?;
+            gone_is_fine(std::fs::remove_file(&self.path))
+                .map_err(|e| self.context("rotate (remove)", &e))?;
         } else {
             let _ = std::fs::remove_file(numbered(self.max_files));
             for n in (1..self.max_files).rev() {
                 let from = numbered(n);
                 if from.exists() {
-                    std::fs::rename(&from, numbered(n + 1))?;
+                    std::fs::rename(&from, numbered(n + 1))
+                        .map_err(|e| self.context("rotate", &e))?;
                 }
             }
-            std::fs::rename(&self.path, numbered(1))?;
+            gone_is_fine(std::fs::rename(&self.path, numbered(1)))
+                .map_err(|e| self.context("rotate", &e))?;
         }
         self.size = 0;
         Ok(())
@@ -235,6 +339,18 @@ impl RotatingFile {
 
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Device and inode: which file a path names, whatever the path.
+#[cfg(unix)]
+fn identity(meta: &Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 #[cfg(test)]
@@ -293,7 +409,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let lines: Vec<String> = (0..10).map(|i| record(i).to_line()).collect();
         let line_len = lines[0].len() as u64;
-        let mut f = RotatingFile::open(&path, line_len * 4, 3).expect("open");
+        let mut f = RotatingFile::open(&path, line_len * 4, 3, Counter::default()).expect("open");
         f.write_lines(&lines).expect("write");
         let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
         let counts: Vec<usize> = [
@@ -306,6 +422,23 @@ mod tests {
         .collect();
         assert_eq!(counts, [2, 4, 4], "t8,t9 | t4..t7 | t0..t3");
         assert!(read(path).starts_with(&lines[8]));
+    }
+
+    #[test]
+    fn rotation_with_the_file_already_gone_is_not_a_failure() {
+        // Removed between the check before a batch and the rotation within it: there is
+        // nothing to move, and the batch's lines go to a new file at the path.
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        let lines: Vec<String> = (0..3).map(|i| record(i).to_line()).collect();
+        let line_len = lines[0].len() as u64;
+        let mut f = RotatingFile::open(&path, line_len * 2, 2, Counter::default()).expect("open");
+        f.write_lines(&lines[..2]).expect("write");
+        std::fs::remove_file(&path).expect("rm");
+        f.rotate().expect("nothing to rotate is fine");
+        f.write_buf(lines[2].as_bytes()).expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), lines[2]);
+        assert!(!dir.path().join("audit.jsonl.1").exists());
     }
 
     #[test]

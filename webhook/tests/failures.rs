@@ -1,6 +1,7 @@
 //! Failing neighbours never cost an admission answer: the audit log's disk full (ENOSPC
-//! via `/dev/full`), and the serving certificate files deleted or corrupted while the
-//! server answers over a real TLS socket.
+//! via `/dev/full`), its file or folder removed, renamed or replaced while serving (noticed,
+//! reopened, counted and logged), and the serving certificate files deleted or corrupted
+//! while the server answers over a real TLS socket.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::tls::{Env, post};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kpool_webhook::admission::{Admission, Endpoint};
@@ -75,12 +76,65 @@ fn audit_disk_full_still_answers_and_counts_the_failure() {
     );
 }
 
+/// What the audit writer logged (events of `kpool_webhook::audit`, from every thread: the
+/// writer has its own), one string of `field=value` pairs per event.
+fn audit_events() -> &'static Mutex<Vec<String>> {
+    static EVENTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let _ = tracing::subscriber::set_global_default(AuditRecorder);
+        Mutex::new(Vec::new())
+    })
+}
+
+/// Records the audit writer's events into `audit_events()`.
+struct AuditRecorder;
+
+impl tracing::Subscriber for AuditRecorder {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.target().starts_with("kpool_webhook::audit")
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = format!("{} ", event.metadata().level());
+        event.record(
+            &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                text.push_str(&format!("{}={value:?} ", field.name()));
+            },
+        );
+        if let Ok(mut events) = audit_events().lock() {
+            events.push(text);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The recorded events mentioning `needle`.
+fn logged(needle: &str) -> Vec<String> {
+    audit_events()
+        .lock()
+        .expect("events")
+        .iter()
+        .filter(|e| e.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn line_count(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
 #[test]
-fn audit_file_removed_under_the_writer_is_not_a_failure() {
-    // The file is removed under the writer (as by a careless logrotate): the next line
-    // reopens it; nothing is lost and nothing fails.
+fn audit_file_or_folder_removed_under_the_writer_is_reopened_counted_and_logged() {
+    audit_events();
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("audit.jsonl");
+    let folder = dir.path().join("audit");
+    std::fs::create_dir(&folder).expect("mkdir");
+    let path = folder.join("audit.jsonl");
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(
         AuditTarget::File {
@@ -92,14 +146,108 @@ fn audit_file_removed_under_the_writer_is_not_a_failure() {
     )
     .expect("audit");
     let admission = Admission::new(Arc::new(common::policy()), metrics.clone(), audit);
-    assert_eq!(admission.handle(Endpoint::Mutate, &review()).status, 200);
-    admission.audit().sync();
-    std::fs::remove_file(&path).expect("remove");
-    assert_eq!(admission.handle(Endpoint::Mutate, &review()).status, 200);
-    admission.audit().sync();
-    // Unix semantics: the open handle still writes to the unlinked inode, so the line is
-    // not an error; what matters is that the request was answered and nothing panicked.
-    assert_eq!(metrics.audit_failures.get(), 0);
+    let answer = |n: usize| {
+        for i in 0..n {
+            let reply = admission.handle(Endpoint::Mutate, &review());
+            assert_eq!(reply.status, 200, "request {i} answered");
+        }
+        admission.audit().sync();
+    };
+    let counts = || (metrics.audit_reopens.get(), metrics.audit_failures.get());
+    answer(1);
+    assert_eq!(line_count(&path), 1);
+
+    // Removed (a careless logrotate, an rm): the next lines land in a new file at the
+    // path, not in the removed one.
+    std::fs::remove_file(&path).expect("rm");
+    answer(2);
+    assert_eq!(
+        line_count(&path),
+        2,
+        "a new file at the path holds the new lines"
+    );
+    assert_eq!(counts(), (1, 0));
+
+    // Renamed away: the old name keeps only the lines written before.
+    let renamed = folder.join("audit.jsonl.old");
+    std::fs::rename(&path, &renamed).expect("mv");
+    answer(3);
+    assert_eq!((line_count(&path), line_count(&renamed)), (3, 2));
+    assert_eq!(counts(), (2, 0));
+
+    // Renamed, and another file created at the path (logrotate's `create`): lines follow
+    // the path.
+    std::fs::rename(&path, folder.join("audit.jsonl.1")).expect("mv");
+    std::fs::write(&path, "{\"rotated\":true}\n").expect("create");
+    answer(1);
+    assert_eq!(line_count(&path), 2, "appended to the new file");
+    assert_eq!(line_count(&folder.join("audit.jsonl.1")), 3);
+    assert_eq!(counts(), (3, 0));
+
+    // The folder removed: recreated, and the lines land in it.
+    std::fs::remove_dir_all(&folder).expect("rm -r");
+    answer(2);
+    assert_eq!(
+        line_count(&path),
+        2,
+        "the folder is back with the new lines"
+    );
+    assert_eq!(counts(), (4, 0));
+
+    // The folder cannot come back (a file stands at its path): every line is counted as a
+    // failure and logged, none written into the unreachable file.
+    std::fs::remove_dir_all(&folder).expect("rm -r");
+    std::fs::write(&folder, "not a folder").expect("a file in the way");
+    answer(3);
+    assert_eq!(counts(), (4, 3));
+    let path_text = path.display().to_string();
+    let failed: Vec<String> = logged("cannot write audit lines")
+        .into_iter()
+        .filter(|e| e.contains(&format!("cannot reopen audit log {path_text}")))
+        .collect();
+    let lines_logged: u64 = failed
+        .iter()
+        .filter_map(|e| {
+            e.split("lines=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(
+        lines_logged, 3,
+        "each lost line is in an error log: {failed:#?}"
+    );
+    assert!(failed.iter().all(|e| e.starts_with("ERROR")), "{failed:#?}");
+
+    // Once it can, the writer recovers on its own.
+    std::fs::remove_file(&folder).expect("rm");
+    answer(1);
+    assert_eq!(line_count(&path), 1);
+    assert_eq!(counts(), (5, 3));
+
+    let noticed = logged("path no longer names the open file");
+    assert_eq!(
+        noticed.iter().filter(|e| e.contains(&path_text)).count(),
+        5,
+        "each move is noticed once: {noticed:#?}"
+    );
+    assert!(
+        noticed.iter().all(|e| e.starts_with("WARN")),
+        "{noticed:#?}"
+    );
+    assert_eq!(logged("audit log reopened").len(), 5);
+    let recreated = logged("folder was removed while serving; recreated it");
+    assert_eq!(recreated.len(), 2, "{recreated:#?}");
+    let text = metrics.encode();
+    for want in [
+        "kpool_webhook_audit_reopens_total 5",
+        "kpool_webhook_audit_write_failures_total 3",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want:?} not in:\n{text}");
+    }
 }
 
 /// One POST of the captured review to /mutate: (status, JSON body, serving leaf cert).
