@@ -42,7 +42,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("round-decision/110-pods-compliant", |b| {
         let mut guard = Guard::new(Duration::from_secs(300));
         b.iter(|| {
-            let facts: Vec<_> = pods.iter().map(guard::pod_facts).collect();
+            let facts: Vec<_> = pods
+                .iter()
+                .map(|p| guard::pod_facts(p, Some(true)))
+                .collect();
             let found = decide::violations(&policy, &node_facts, &facts);
             black_box(guard.decide(Mode::Enforce, found, Instant::now()))
         });

@@ -23,14 +23,14 @@ pub fn pods() -> Vec<Pod> {
                 json!({"metadata": {"name": "kafka-0", "namespace": "streaming", "uid": uid(0),
                     "creationTimestamp": "2026-01-01T00:00:00Z",
                     "labels": {"app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker", "kpool.io/zone": "eu-west-1a"},
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "kafka", "uid": "s"}]},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "kafka", "uid": "s", "controller": true}]},
                     "spec": {"nodeName": "pool-1", "serviceAccountName": "kafka", "containers": [{"name": "kafka", "image": "apache/kafka"}]},
                     "status": {"phase": "Running"}})
             } else if i % 2 == 0 {
                 json!({"metadata": {"name": format!("ds-{i}"), "namespace": "kube-system", "uid": uid(i),
                     "creationTimestamp": "2026-01-01T00:00:00Z",
                     "labels": {"app": format!("ds-{i}")},
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": format!("ds-{i}"), "uid": "d"}]},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": format!("ds-{i}"), "uid": "d", "controller": true}]},
                     "spec": {"nodeName": "pool-1", "containers": [{"name": "c", "image": "x"}]},
                     "status": {"phase": "Running"}})
             } else {

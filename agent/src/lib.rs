@@ -5,6 +5,7 @@
 //! - `service`: the cache of the last evaluated poll and the poll loop.
 //! - `api`: the read-only HTTP API the probe asks.
 //! - `pods`, `overrides`, `jmx`: pod → broker mapping, the operator override, BrokerState.
+//! - `pool`: the pool rules' view of Pod objects, and whether the controllers pods name are real.
 //! - `nodeview`: this node's pods and Node from Kubernetes watches, and their contact.
 //! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
@@ -21,6 +22,7 @@ pub mod nodeview;
 pub mod overhead;
 pub mod overrides;
 pub mod pods;
+pub mod pool;
 pub mod service;
 pub mod snapshot;
 pub mod start;

@@ -72,6 +72,14 @@ pub struct Metrics {
     pub guard_violations: Family<KindLabel, Gauge>,
     /// Evictions by result (evicted, eviction-blocked, eviction-failed, already-gone).
     pub guard_evictions: Family<ResultLabel, Counter>,
+    /// Evictions of foreign pods refused by a PodDisruptionBudget (each a PoolBreached Event).
+    pub guard_eviction_refusals: Counter,
+    /// Foreign pods on the node whose eviction a PodDisruptionBudget refused at the last
+    /// attempt: the pool is breached and the agent cannot remove them.
+    pub pool_breached: Gauge,
+    /// Deletions of foreign pods after `guard.deleteAfterRefusals` refusals, by result
+    /// (deleted, delete-failed, already-gone).
+    pub guard_deletions: Family<ResultLabel, Counter>,
     /// CPU cores used, by part (node, brokers, other_pods, kubernetes, rest, reserved).
     pub overhead_cpu: Family<PartLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Memory bytes, by part (node, brokers, other_pods, kubernetes, rest, reserved).
@@ -184,6 +192,24 @@ impl Metrics {
             "Evictions requested by the guard, by result",
             guard_evictions.clone(),
         );
+        let guard_eviction_refusals = Counter::default();
+        r.register(
+            "guard_eviction_refusals",
+            "Evictions of foreign pods refused by a PodDisruptionBudget (HTTP 429), each reported as a PoolBreached Event",
+            guard_eviction_refusals.clone(),
+        );
+        let pool_breached = Gauge::default();
+        r.register(
+            "pool_breached",
+            "Foreign pods on this pool node whose eviction a PodDisruptionBudget refuses: the pool is breached",
+            pool_breached.clone(),
+        );
+        let guard_deletions = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "guard_deletions",
+            "Foreign pods deleted after guard.deleteAfterRefusals refused evictions (enforce mode), by result",
+            guard_deletions.clone(),
+        );
         let overhead_cpu = Family::<PartLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         r.register(
             "overhead_cpu_cores",
@@ -235,6 +261,9 @@ impl Metrics {
             guard_violations_total,
             guard_violations,
             guard_evictions,
+            guard_eviction_refusals,
+            pool_breached,
+            guard_deletions,
             overhead_cpu,
             overhead_memory,
             overhead_ratio,

@@ -84,7 +84,12 @@ pub struct NodeView {
     pub node_name: String,
     /// Contact of the pod watch (the one verdicts depend on).
     pub pods_health: WatchHealth,
+    /// What the agent has read about the controllers the pods name.
+    pub owners: crate::pool::Owners,
 }
+
+/// How often the controllers the node's pods name are re-checked (those due).
+const OWNER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a failed watch waits before starting over: doubling from `FIRST_RETRY` up to
 /// `MAX_RETRY`, back to the start after a success.
@@ -102,7 +107,8 @@ impl NodeView {
     /// caches keep their last state while the API server is unreachable.
     pub fn start(client: kube::Client, node: &str) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let pods_api: kube::Api<Pod> = kube::Api::all(client.clone());
-        let nodes_api: kube::Api<Node> = kube::Api::all(client);
+        let nodes_api: kube::Api<Node> = kube::Api::all(client.clone());
+        let owners = crate::pool::Owners::default();
         let (pods, pod_writer) = reflector::store();
         let (nodes, node_writer) = reflector::store();
         let pods_health = WatchHealth::default();
@@ -129,6 +135,12 @@ impl NodeView {
                 "node",
                 node.to_owned(),
             )),
+            tokio::spawn(crate::pool::verify_loop(
+                client,
+                pods.clone(),
+                owners.clone(),
+                OWNER_CHECK_INTERVAL,
+            )),
         ];
         (
             Self {
@@ -136,6 +148,7 @@ impl NodeView {
                 node: nodes,
                 node_name: node.to_owned(),
                 pods_health,
+                owners,
             },
             tasks,
         )
@@ -148,6 +161,7 @@ impl NodeView {
             node,
             node_name: node_name.to_owned(),
             pods_health: WatchHealth::default(),
+            owners: crate::pool::Owners::default(),
         }
     }
 
@@ -156,7 +170,10 @@ impl NodeView {
         self.pods
             .state()
             .iter()
-            .map(|p| crate::guard::pod_facts(p))
+            .map(|p| {
+                let exists = crate::pool::KubePod::new(p, &self.owners).controller_exists;
+                crate::guard::pod_facts(p, exists)
+            })
             .collect()
     }
 
@@ -165,16 +182,14 @@ impl NodeView {
         self.node.state().into_iter().next()
     }
 
-    /// Uids of the broker pods on the node (by `brokers.selector`).
+    /// Uids of the broker pods on the node (the pool rules' brokers).
     pub fn broker_uids(&self, policy: &kpool_policy::Policy) -> BTreeSet<String> {
-        let sel = &policy.spec().brokers.selector;
         self.pods
             .state()
             .iter()
             .filter(|p| {
-                let labels = p.metadata.labels.as_ref();
-                sel.iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                let pod = crate::pool::KubePod::new(p, &self.owners);
+                policy.is_broker(&pod, &pod)
             })
             .filter_map(|p| p.metadata.uid.clone())
             .collect()

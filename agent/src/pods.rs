@@ -92,6 +92,7 @@ pub struct KubePods {
     health: WatchHealth,
     policy: Arc<Policy>,
     node: String,
+    owners: crate::pool::Owners,
 }
 
 impl KubePods {
@@ -102,6 +103,7 @@ impl KubePods {
             health: view.pods_health.clone(),
             policy,
             node: view.node_name.clone(),
+            owners: view.owners.clone(),
         }
     }
 
@@ -117,7 +119,14 @@ impl KubePods {
             health: WatchHealth::default(),
             policy,
             node: node.to_owned(),
+            owners: crate::pool::Owners::default(),
         }
+    }
+
+    /// The same directory, checking controllers against `owners` (as the node view does).
+    pub fn with_owners(mut self, owners: crate::pool::Owners) -> Self {
+        self.owners = owners;
+        self
     }
 }
 
@@ -140,35 +149,14 @@ impl PodDirectory for KubePods {
             )));
         };
         let meta = &obj.metadata;
-        let label = |k: &str| {
-            meta.labels
-                .as_ref()
-                .and_then(|l| l.get(k))
-                .map(String::as_str)
-        };
         // The store may hold every pod of the node (the guard's watch): only brokers answer.
-        if !self
-            .policy
-            .spec()
-            .brokers
-            .selector
-            .iter()
-            .all(|(k, v)| label(k) == Some(v.as_str()))
-        {
-            return Err(err(format!(
-                "runs on node {} but does not carry the brokers.selector labels",
-                self.node
-            )));
-        }
-        let ordinal = kpool_policy::ordinal_of(
-            label(kpool_policy::POD_INDEX_LABEL),
-            meta.name.as_deref(),
-            None,
-        )
-        .map_err(|e| err(e.to_string()))?;
+        let view = crate::pool::KubePod::new(&obj, &self.owners);
+        self.policy
+            .broker_check(&view, &view)
+            .map_err(|why| err(format!("runs on node {} but is {why}", self.node)))?;
         let id = self
             .policy
-            .identity(pod, namespace, ordinal)
+            .broker_identity(&view)
             .map_err(|e| err(e.to_string()))?;
         Ok(PodInfo {
             broker_id: id.broker_id,

@@ -163,6 +163,7 @@ fn pod(name: &str, index: &str, annotations: &[(&str, &str)]) -> k8s_openapi::ap
             "name": name, "namespace": "streaming",
             "labels": {"apps.kubernetes.io/pod-index": index, "app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker"},
             "annotations": annotations.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "kafka", "uid": "uid-sts", "controller": true}],
         }
     }))
     .expect("pod")

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kpool_agent::guard::decide::{self, Action, Guard, Kind, NodeFacts, PodFacts, Target};
+use kpool_agent::guard::decide::{
+    self, Action, Controller, Guard, Kind, NodeFacts, PodFacts, Target,
+};
 use kpool_policy::Policy;
 use kpool_policy::model::Mode;
 use proptest::prelude::*;
@@ -35,18 +37,41 @@ fn broker(name: &str, created: i64) -> PodFacts {
             ("app.kubernetes.io/component", "broker"),
         ]),
         created_unix: created,
-        owner_kinds: vec!["StatefulSet".into()],
+        controller: Some(controller("StatefulSet", "kafka")),
+        controller_exists: Some(true),
+        node_name: "pool-1".into(),
         service_account: "kafka".into(),
-        gone: false,
+        ..PodFacts::default()
     }
 }
 
+/// A controller reference as its controller writes it (`Node`: a mirror pod's, on pool-1).
+fn controller(kind: &str, name: &str) -> Controller {
+    Controller {
+        api_version: if kind == "Node" { "v1" } else { "apps/v1" }.into(),
+        kind: kind.into(),
+        name: if kind == "Node" { "pool-1" } else { name }.into(),
+        uid: format!("uid-{kind}-{name}"),
+    }
+}
+
+/// A pod owned by a real `owner` (a mirror pod carries the kubelet's annotation).
 fn pod(ns: &str, name: &str, owner: &str) -> PodFacts {
+    let mut annotations = BTreeMap::new();
+    if owner == "Node" {
+        annotations.insert(
+            kpool_policy::pool::MIRROR_ANNOTATION.to_owned(),
+            "hash".to_owned(),
+        );
+    }
     PodFacts {
         namespace: ns.into(),
         name: name.into(),
         uid: format!("uid-{name}"),
-        owner_kinds: vec![owner.into()],
+        annotations,
+        controller: Some(controller(owner, name)),
+        controller_exists: Some(true),
+        node_name: "pool-1".into(),
         created_unix: 100,
         ..PodFacts::default()
     }
@@ -319,7 +344,7 @@ fn facts_come_from_pod_and_node_objects() {
         "status": {"phase": "Running"}
     }))
     .expect("pod");
-    let f = kpool_agent::guard::pod_facts(&pod);
+    let f = kpool_agent::guard::pod_facts(&pod, Some(true));
     assert_eq!(
         (
             f.namespace.as_str(),
@@ -330,14 +355,21 @@ fn facts_come_from_pod_and_node_objects() {
         ),
         ("streaming", "kafka-0", "u0", 1_767_225_610, false)
     );
-    assert_eq!(f.owner_kinds, vec!["StatefulSet".to_owned()]);
+    assert_eq!(
+        f.controller
+            .as_ref()
+            .map(|c| (c.kind.as_str(), c.name.as_str(), c.uid.as_str())),
+        None,
+        "an owner reference not marked controller is not the controller"
+    );
+    assert_eq!(f.controller_exists, Some(true));
     assert_eq!(f.service_account, "kafka");
     let mut done = pod.clone();
     done.status.as_mut().expect("status").phase = Some("Succeeded".into());
-    assert!(kpool_agent::guard::pod_facts(&done).gone);
+    assert!(kpool_agent::guard::pod_facts(&done, None).gone);
     let mut deleting = pod;
     deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
-    assert!(kpool_agent::guard::pod_facts(&deleting).gone);
+    assert!(kpool_agent::guard::pod_facts(&deleting, None).gone);
 
     let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "pool-1", "labels": {"dedicated": "kafka"}},
@@ -360,4 +392,118 @@ fn facts_come_from_pod_and_node_objects() {
         a.capacity_memory_bytes - a.allocatable_memory_bytes,
         2 << 30
     );
+}
+
+#[test]
+fn deletion_is_due_only_in_enforce_for_a_foreign_pod_after_the_opted_in_refusals() {
+    use kpool_agent::guard::act::delete_due;
+    for mode in [Mode::Enforce, Mode::Audit] {
+        for kind in Kind::ALL {
+            for after in [None, Some(0), Some(1), Some(3)] {
+                for refusals in 0..5 {
+                    let want = mode == Mode::Enforce
+                        && kind == Kind::ForeignPod
+                        && after.is_some_and(|n| n >= 1 && refusals >= n);
+                    assert_eq!(
+                        delete_due(mode, kind, after, refusals),
+                        want,
+                        "{mode:?} {kind} after {after:?} refusals {refusals}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(delete_due(Mode::Enforce, Kind::ForeignPod, Some(3), 3));
+    assert!(!delete_due(Mode::Enforce, Kind::ForeignPod, Some(3), 2));
+    assert!(!delete_due(Mode::Enforce, Kind::SecondBroker, Some(1), 9));
+    assert!(!delete_due(Mode::Audit, Kind::ForeignPod, Some(1), 9));
+}
+
+#[test]
+fn refusals_are_counted_per_uid_and_forgotten_with_the_pod() {
+    use kpool_agent::guard::act::Refusals;
+    let mut r = Refusals::default();
+    assert_eq!((r.refused("a"), r.refused("a"), r.refused("b")), (1, 2, 1));
+    assert_eq!((r.count("a"), r.count("b"), r.count("c")), (2, 1, 0));
+    assert_eq!(r.breached(), 2);
+    // A replacement under the same name has another uid: it starts from zero.
+    r.retain(|uid| uid == "b" || uid == "a2");
+    assert_eq!((r.count("a"), r.count("a2"), r.breached()), (0, 0, 1));
+    r.forget("b");
+    assert_eq!(r.breached(), 0);
+}
+
+/// Hardening 4: broker labels prove nothing outside the broker namespaces, or without a
+/// real StatefulSet; such a pod is foreign, and the real broker is not a "second broker".
+#[test]
+fn broker_labels_outside_the_broker_namespaces_make_a_foreign_pod_not_a_broker() {
+    let mut impostor = broker("kafka-9", 1);
+    impostor.namespace = "default".into();
+    impostor.controller = Some(controller("ReplicaSet", "kafka-9"));
+    // Older than the real broker, so it would have won "first broker on the node".
+    let pods = vec![impostor, broker("kafka-0", 10)];
+    let v = decide::violations(&policy(), &node(), &pods);
+    assert_eq!(kinds(&v), vec![(Kind::ForeignPod, "kafka-9".into())]);
+    assert!(
+        v[0].message
+            .contains("brokers live only in brokers.namespaces"),
+        "{}",
+        v[0].message
+    );
+
+    // In the broker namespace, but its StatefulSet does not exist with that uid.
+    let mut forged = broker("kafka-8", 1);
+    forged.controller_exists = Some(false);
+    let v = decide::violations(&policy(), &node(), &[forged, broker("kafka-0", 10)]);
+    assert_eq!(kinds(&v), vec![(Kind::ForeignPod, "kafka-8".into())]);
+    assert!(v[0].message.contains("does not exist"), "{}", v[0].message);
+
+    // No controller at all.
+    let mut orphan = broker("kafka-7", 1);
+    orphan.controller = None;
+    let v = decide::violations(&policy(), &node(), &[orphan, broker("kafka-0", 10)]);
+    assert_eq!(kinds(&v), vec![(Kind::ForeignPod, "kafka-7".into())]);
+
+    // Not yet checked (or the API is unreachable): the benefit of the doubt.
+    let mut unchecked = broker("kafka-0", 10);
+    unchecked.controller_exists = None;
+    assert!(decide::violations(&policy(), &node(), &[unchecked]).is_empty());
+}
+
+/// Hardening 5: exemptions a pod writes itself do not count.
+#[test]
+fn forged_daemonset_and_mirror_exemptions_do_not_count() {
+    let forged = |f: &dyn Fn(&mut PodFacts)| {
+        let mut p = pod("default", "miner", "DaemonSet");
+        f(&mut p);
+        let v = decide::violations(&policy(), &node(), &[broker("kafka-0", 1), p]);
+        assert_eq!(kinds(&v), vec![(Kind::ForeignPod, "miner".into())], "{v:?}");
+    };
+    // A DaemonSet the API does not have with that uid.
+    forged(&|p| p.controller_exists = Some(false));
+    // Not the apps/v1 DaemonSet.
+    forged(&|p| {
+        if let Some(c) = p.controller.as_mut() {
+            c.api_version = "example.com/v1".into();
+        }
+    });
+    // An owner reference that is not the controller.
+    forged(&|p| p.controller = None);
+    // "Mirror pods": a Node owner without the kubelet's annotation...
+    forged(&|p| {
+        *p = pod("default", "miner", "Node");
+        p.annotations.clear();
+    });
+    // ...or naming another node.
+    forged(&|p| {
+        *p = pod("default", "miner", "Node");
+        p.node_name = "pool-2".into();
+    });
+    // The real ones still pass.
+    let ok = vec![
+        broker("kafka-0", 1),
+        pod("kube-system", "kube-proxy-x", "DaemonSet"),
+        pod("kube-system", "etcd-pool-1", "Node"),
+    ];
+    assert!(decide::violations(&policy(), &node(), &ok).is_empty());
 }

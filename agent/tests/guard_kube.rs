@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kpool_agent::guard::act::{Actor, EvictOutcome, Retry};
-use kpool_agent::guard::decide::{Guard, NodeFacts, PodFacts};
+use kpool_agent::guard::decide::{Controller, Guard, NodeFacts, PodFacts};
 use kpool_agent::guard::watch::{guard_loop, round};
 use kpool_agent::nodeview::NodeView;
 use kpool_agent::pods::Standalone;
@@ -41,9 +41,16 @@ fn broker(name: &str, created: i64) -> PodFacts {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
         created_unix: created,
-        owner_kinds: vec!["StatefulSet".into()],
+        controller: Some(Controller {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: "kafka".into(),
+            uid: "uid-sts".into(),
+        }),
+        controller_exists: Some(true),
+        node_name: "pool-1".into(),
         service_account: "kafka".into(),
-        gone: false,
+        ..PodFacts::default()
     }
 }
 
@@ -217,7 +224,12 @@ async fn blocked_eviction_is_in_the_event_and_the_audit_line() {
     let mut foreign = broker("nginx", 100);
     foreign.namespace = "default".into();
     foreign.labels.clear();
-    foreign.owner_kinds = vec!["ReplicaSet".into()];
+    foreign.controller = Some(Controller {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: "nginx".into(),
+        uid: "uid-rs".into(),
+    });
     let records = round(
         &agent,
         &mut Guard::default(),
@@ -228,18 +240,23 @@ async fn blocked_eviction_is_in_the_event_and_the_audit_line() {
     )
     .await;
     let log = fake.log();
-    assert_eq!(log.len(), 4, "{log:?}");
-    assert_eq!(
-        log[3].path,
-        "/apis/events.k8s.io/v1/namespaces/default/events"
-    );
-    assert_eq!(log[3].body["reason"], "KpoolForeignPod");
-    assert!(
-        log[3].body["note"]
-            .as_str()
-            .expect("note")
-            .contains("eviction refused 3 times")
-    );
+    assert_eq!(log.len(), 5, "{log:?}");
+    // A foreign pod its PodDisruptionBudget shields: the pool is breached, on the pod and
+    // on the Node.
+    for (event, kind) in [(&log[3], "Pod"), (&log[4], "Node")] {
+        assert_eq!(
+            event.path,
+            "/apis/events.k8s.io/v1/namespaces/default/events"
+        );
+        assert_eq!(event.body["reason"], "PoolBreached");
+        assert_eq!(event.body["regarding"]["kind"], kind);
+        assert!(
+            event.body["note"]
+                .as_str()
+                .expect("note")
+                .contains("(refusal 1, 3 attempts each: ")
+        );
+    }
     assert_eq!(records[0].action, "eviction-blocked");
 }
 
@@ -416,4 +433,419 @@ async fn guard_loop_over_the_watches_evicts_a_second_broker_once_when_it_lands()
     for w in watches {
         w.abort();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// A PodDisruptionBudget that shields a foreign pod for good: counted, reported as a breach,
+// and (enforce, opted in) deleted with a uid precondition after N refusals.
+
+/// Not a broker (no broker labels), not a DaemonSet's, not allow-listed: foreign.
+fn foreign(name: &str, uid: &str) -> PodFacts {
+    let mut p = broker(name, 100);
+    p.namespace = "default".into();
+    p.labels.clear();
+    p.uid = uid.into();
+    p
+}
+
+fn opted_in(after: u32, mode: &str) -> Policy {
+    let off = "  # deleteAfterRefusals: 3";
+    assert!(kpool_policy::DEFAULT_POLICY_YAML.contains(off));
+    let yaml = kpool_policy::DEFAULT_POLICY_YAML
+        .replace(off, &format!("  deleteAfterRefusals: {after}"))
+        .replace("mode: enforce", &format!("mode: {mode}"));
+    let p = Policy::from_yaml(&yaml, "opted-in").expect("policy");
+    assert_eq!(p.spec().guard.delete_after_refusals, Some(after));
+    p
+}
+
+/// The value of the sample `name` (with its labels) in the exposition, when present.
+fn sample(agent: &Agent, name: &str) -> Option<f64> {
+    agent.metrics().encode().lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The writes from index `from` on, as (method, path, Event reason, Event regarding kind).
+fn writes_from(fake: &FakeApi, from: usize) -> Vec<(String, String, String, String)> {
+    fake.writes()[from..]
+        .iter()
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                r.body["reason"].as_str().unwrap_or_default().to_owned(),
+                r.body["regarding"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn w(method: &str, path: &str, reason: &str, kind: &str) -> (String, String, String, String) {
+    (method.into(), path.into(), reason.into(), kind.into())
+}
+
+const NGINX_EVICTION: &str = "/api/v1/namespaces/default/pods/nginx/eviction";
+const NGINX: &str = "/api/v1/namespaces/default/pods/nginx";
+const DEFAULT_EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+/// One refused eviction round: three attempts, then the breach on the pod and the Node.
+fn refused_round() -> Vec<(String, String, String, String)> {
+    let mut out = vec![w("POST", NGINX_EVICTION, "", ""); 3];
+    out.push(w("POST", DEFAULT_EVENTS, "PoolBreached", "Pod"));
+    out.push(w("POST", DEFAULT_EVENTS, "PoolBreached", "Node"));
+    out
+}
+
+#[tokio::test]
+async fn a_pdb_refusing_for_good_is_a_counted_breach_and_never_a_deletion_without_opt_in() {
+    let fake = FakeApi::with_pdb_forever();
+    let actor = Actor::new(fake.client(), "pool-1", fast_retry());
+    let agent = agent(Policy::builtin().expect("policy"));
+    let mut guard = Guard::new(Duration::from_secs(300));
+    let pods = [broker("kafka-0", 1), foreign("nginx", "uid-nginx")];
+    let t0 = Instant::now();
+    for (n, at) in [(1, 0), (2, 300), (3, 600)] {
+        let before = fake.writes().len();
+        let records = round(
+            &agent,
+            &mut guard,
+            &actor,
+            &node(),
+            &pods,
+            t0 + Duration::from_secs(at),
+        )
+        .await;
+        assert_eq!(writes_from(&fake, before), refused_round(), "round {n}");
+        let writes = fake.writes();
+        for event in &writes[before + 3..] {
+            let note = event.body["note"].as_str().expect("note");
+            assert!(
+                note.starts_with(
+                    "the Kafka pool is breached: pod default/nginx runs on Kafka pool node pool-1"
+                ),
+                "{note}"
+            );
+            assert!(note.contains(&format!("a PodDisruptionBudget blocks its eviction (refusal {n}, 3 attempts each: Cannot evict pod")), "{note}");
+            assert!(
+                note.contains("never deletes it (guard.deleteAfterRefusals is not set)"),
+                "{note}"
+            );
+            assert_eq!(event.body["type"], "Warning");
+            assert_eq!(event.body["action"], "Evict");
+        }
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].action, "eviction-blocked");
+        assert_eq!(records[0].reason_code, "foreign-pod");
+        assert!(records[0].reason.contains(&format!("(refusal {n},")));
+        assert_eq!(actor.refusals().count("uid-nginx"), n);
+        assert_eq!(
+            sample(&agent, "kpool_agent_guard_eviction_refusals_total"),
+            Some(f64::from(n))
+        );
+        assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(1.0));
+        assert_eq!(
+            sample(
+                &agent,
+                "kpool_agent_guard_evictions_total{result=\"eviction-blocked\"}"
+            ),
+            Some(f64::from(n))
+        );
+        // Inside the window: nothing, and the breach still shows.
+        let quiet = round(
+            &agent,
+            &mut guard,
+            &actor,
+            &node(),
+            &pods,
+            t0 + Duration::from_secs(at + 5),
+        )
+        .await;
+        assert!(quiet.is_empty());
+        assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(1.0));
+    }
+    assert!(
+        fake.log().iter().all(|r| r.method != "DELETE"),
+        "never deleted without guard.deleteAfterRefusals"
+    );
+
+    // The pod goes (its owner removed it): the breach is over, and nothing is remembered.
+    round(
+        &agent,
+        &mut guard,
+        &actor,
+        &node(),
+        &pods[..1],
+        t0 + Duration::from_secs(601),
+    )
+    .await;
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(0.0));
+    assert_eq!(actor.refusals().breached(), 0);
+}
+
+#[tokio::test]
+async fn opted_in_enforce_deletes_after_n_refusals_with_the_uid_precondition_only_that_pod() {
+    let fake = FakeApi::with_pdb_forever();
+    let actor = Actor::new(fake.client(), "pool-1", fast_retry());
+    let agent = agent(opted_in(2, "enforce"));
+    let mut guard = Guard::new(Duration::from_secs(300));
+    let t0 = Instant::now();
+    let at = |s| t0 + Duration::from_secs(s);
+
+    // Refusal 1: the breach says when the pod will be deleted; nothing is deleted yet.
+    let pods = [broker("kafka-0", 1), foreign("nginx", "uid-nginx")];
+    let records = round(&agent, &mut guard, &actor, &node(), &pods, at(0)).await;
+    assert_eq!(writes_from(&fake, 0), refused_round());
+    let note = fake.writes()[3].body["note"]
+        .as_str()
+        .expect("note")
+        .to_owned();
+    assert!(
+        note.contains("(refusal 1, ")
+            && note.contains("deleted at refusal 2 (guard.deleteAfterRefusals)"),
+        "{note}"
+    );
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.action.as_str())
+            .collect::<Vec<_>>(),
+        ["eviction-blocked"]
+    );
+
+    // Refusal 2: the breach, then DELETE with the uid precondition, then the deletion's
+    // own Events and audit record.
+    let before = fake.writes().len();
+    let records = round(&agent, &mut guard, &actor, &node(), &pods, at(300)).await;
+    let mut expected = refused_round();
+    expected.push(w("DELETE", NGINX, "", ""));
+    expected.push(w("POST", DEFAULT_EVENTS, "PoolBreachDeleted", "Pod"));
+    expected.push(w("POST", DEFAULT_EVENTS, "PoolBreachDeleted", "Node"));
+    assert_eq!(writes_from(&fake, before), expected);
+    let writes = fake.writes();
+    assert!(
+        writes[before + 3].body["note"]
+            .as_str()
+            .expect("note")
+            .contains("deleting it now (guard.deleteAfterRefusals: 2)")
+    );
+    assert_eq!(
+        writes[before + 5].body,
+        json!({"preconditions": {"uid": "uid-nginx"}})
+    );
+    for event in &writes[before + 6..] {
+        assert_eq!(event.body["action"], "Delete");
+        let note = event.body["note"].as_str().expect("note");
+        assert!(note.contains("deleted at refusal 2 (guard.deleteAfterRefusals), bypassing the PodDisruptionBudget that refuses its eviction"), "{note}");
+    }
+    assert_eq!(writes[before + 6].body["regarding"]["uid"], "uid-nginx");
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["eviction-blocked", "deleted"]);
+    assert_eq!(records[1].subject.uid, "uid-nginx");
+    assert_eq!(records[1].mode, "enforce");
+    assert_eq!(
+        sample(
+            &agent,
+            "kpool_agent_guard_deletions_total{result=\"deleted\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&agent, "kpool_agent_guard_eviction_refusals_total"),
+        Some(2.0)
+    );
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(0.0));
+
+    // Its owner recreates it under the same name: a new uid starts from zero, and is
+    // deleted in its turn with its own uid as the precondition.
+    let pods = [broker("kafka-0", 1), foreign("nginx", "uid-nginx-2")];
+    let before = fake.writes().len();
+    round(&agent, &mut guard, &actor, &node(), &pods, at(301)).await;
+    assert_eq!(writes_from(&fake, before), refused_round());
+    assert_eq!(actor.refusals().count("uid-nginx-2"), 1);
+    let before = fake.writes().len();
+    round(&agent, &mut guard, &actor, &node(), &pods, at(601)).await;
+    let deletes: Vec<_> = fake.writes()[before..]
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(deletes, [json!({"preconditions": {"uid": "uid-nginx-2"}})]);
+    assert_eq!(
+        sample(
+            &agent,
+            "kpool_agent_guard_deletions_total{result=\"deleted\"}"
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn a_replaced_pod_is_not_deleted() {
+    // 409: the uid precondition failed (a new pod holds the name): nothing deleted, no
+    // deletion Event, the audit record says already-gone.
+    let fake = FakeApi::with_pdb_forever();
+    fake.script_deletions(&[409]);
+    let actor = Actor::new(fake.client(), "pool-1", fast_retry());
+    let agent = agent(opted_in(1, "enforce"));
+    let pods = [broker("kafka-0", 1), foreign("nginx", "uid-old")];
+    let records = round(
+        &agent,
+        &mut Guard::default(),
+        &actor,
+        &node(),
+        &pods,
+        Instant::now(),
+    )
+    .await;
+    let mut expected = refused_round();
+    expected.push(w("DELETE", NGINX, "", ""));
+    assert_eq!(writes_from(&fake, 0), expected);
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["eviction-blocked", "already-gone"]);
+    assert_eq!(
+        sample(
+            &agent,
+            "kpool_agent_guard_deletions_total{result=\"already-gone\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_forbidden_deletion_is_reported_still_breached_and_tried_again_at_the_next_refusal() {
+    // 403 (the chart grants delete only when the policy opts in): reported on the pod and
+    // the Node, still breached, and tried again at the next refusal.
+    let fake = FakeApi::with_pdb_forever();
+    fake.script_deletions(&[403]);
+    let actor = Actor::new(fake.client(), "pool-1", fast_retry());
+    let agent = agent(opted_in(1, "enforce"));
+    let mut guard = Guard::new(Duration::from_secs(300));
+    let t0 = Instant::now();
+    let pods = [broker("kafka-0", 1), foreign("nginx", "uid-nginx")];
+    let records = round(&agent, &mut guard, &actor, &node(), &pods, t0).await;
+    let mut expected = refused_round();
+    expected.push(w("DELETE", NGINX, "", ""));
+    expected.push(w("POST", DEFAULT_EVENTS, "PoolBreachDeleteFailed", "Pod"));
+    expected.push(w("POST", DEFAULT_EVENTS, "PoolBreachDeleteFailed", "Node"));
+    assert_eq!(writes_from(&fake, 0), expected);
+    let note = fake.writes()[6].body["note"]
+        .as_str()
+        .expect("note")
+        .to_owned();
+    assert!(
+        note.contains("deleting it at refusal 1 (guard.deleteAfterRefusals) failed: HTTP 403: pods is forbidden")
+            && note.contains("the agent's role lacks delete on pods"),
+        "{note}"
+    );
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["eviction-blocked", "delete-failed"]);
+    assert_eq!(
+        sample(
+            &agent,
+            "kpool_agent_guard_deletions_total{result=\"delete-failed\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(1.0));
+    let before = fake.writes().len();
+    let records = round(
+        &agent,
+        &mut guard,
+        &actor,
+        &node(),
+        &pods,
+        t0 + Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(fake.writes()[before + 5].method, "DELETE");
+    assert_eq!(records.last().map(|r| r.action.as_str()), Some("deleted"));
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(0.0));
+}
+
+#[tokio::test]
+async fn audit_mode_never_evicts_nor_deletes_even_when_opted_in() {
+    // Audit mode: no eviction, so no refusal, no breach and no deletion; only reports.
+    let fake = FakeApi::with_pdb_forever();
+    let actor = Actor::new(fake.client(), "pool-1", fast_retry());
+    let agent = agent(opted_in(1, "audit"));
+    let mut guard = Guard::new(Duration::from_secs(300));
+    let t0 = Instant::now();
+    let pods = [broker("kafka-0", 1), foreign("nginx", "uid-nginx")];
+    for at in [0, 300, 600] {
+        let records = round(
+            &agent,
+            &mut guard,
+            &actor,
+            &node(),
+            &pods,
+            t0 + Duration::from_secs(at),
+        )
+        .await;
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.action.as_str())
+                .collect::<Vec<_>>(),
+            ["reported-audit-mode"]
+        );
+    }
+    let log = fake.log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log.iter().all(|r| r.method == "POST"
+        && r.body["reason"] == "KpoolForeignPod"
+        && r.body["action"] == "Report"));
+    assert_eq!(
+        sample(&agent, "kpool_agent_guard_eviction_refusals_total"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_second_broker_its_pdb_shields_is_never_deleted_even_when_opted_in() {
+    let t0 = Instant::now();
+    // Enforce: a second broker its (Kafka's) budget shields stays an eviction-blocked
+    // report, never a deletion: that budget is what keeps partitions available.
+    let fake = FakeApi::with_pdb_forever();
+    let actor = Actor::new(fake.client(), "pool-1", fast_retry());
+    let agent = agent(opted_in(1, "enforce"));
+    let mut guard = Guard::new(Duration::from_secs(300));
+    let pods = [broker("kafka-0", 1), broker("kafka-3", 500)];
+    for at in [0, 300] {
+        let records = round(
+            &agent,
+            &mut guard,
+            &actor,
+            &node(),
+            &pods,
+            t0 + Duration::from_secs(at),
+        )
+        .await;
+        assert_eq!(
+            records
+                .iter()
+                .map(|r| r.action.as_str())
+                .collect::<Vec<_>>(),
+            ["eviction-blocked"]
+        );
+    }
+    let log = fake.log();
+    assert!(log.iter().all(|r| r.method == "POST"), "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|r| r.path.ends_with("/events"))
+            .all(|r| r.body["reason"] == "KpoolSecondBroker")
+    );
+    assert_eq!(
+        sample(&agent, "kpool_agent_guard_eviction_refusals_total"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&agent, "kpool_agent_pool_breached"), Some(0.0));
 }

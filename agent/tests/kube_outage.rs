@@ -32,7 +32,9 @@ fn broker_pod(name: &str, index: u32) -> Value {
                 "apps.kubernetes.io/pod-index": index.to_string(),
                 "app.kubernetes.io/name": "kafka",
                 "app.kubernetes.io/component": "broker"
-            }
+            },
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "kafka",
+                "uid": "uid-sts", "controller": true}]
         },
         "spec": {"nodeName": NODE, "containers": [{"name": "kafka", "image": "kafka"}]}
     })

@@ -10,6 +10,7 @@ mod json_template;
 pub mod keys;
 pub mod model;
 pub mod names;
+pub mod pool;
 mod template;
 mod validate;
 

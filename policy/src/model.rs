@@ -76,6 +76,9 @@ pub enum Mode {
 pub struct Brokers {
     /// Labels a broker pod carries; all must match.
     pub selector: BTreeMap<String, String>,
+    /// Namespaces broker pods live in: a pod with the selector's labels anywhere else is
+    /// foreign (labels alone prove nothing).
+    pub namespaces: Vec<String>,
     /// Name of the Kafka container in the broker pod.
     #[serde(default = "default_broker_container")]
     pub container: String,
@@ -460,7 +463,7 @@ pub enum OnConflict {
 }
 
 /// Who may run on the pool besides brokers.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Guard {
     /// Namespaces whose pods may tolerate the pool taint.
@@ -469,6 +472,30 @@ pub struct Guard {
     /// Service accounts (`namespace/name`) whose pods may tolerate the pool taint.
     #[serde(default)]
     pub allow_service_accounts: Vec<String>,
+    /// The user the API server names when the DaemonSet controller creates a pod: at
+    /// admission, a DaemonSet pod is exempt only when created by it.
+    #[serde(default = "default_daemon_set_controller")]
+    pub daemon_set_controller: String,
+    /// Enforce mode: once a PodDisruptionBudget has refused this many evictions of one
+    /// foreign pod, the agent deletes that pod (a DELETE with a uid precondition, which no
+    /// budget holds back). Absent: never delete, only report the breach. At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_after_refusals: Option<u32>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            allow_namespaces: Vec::new(),
+            allow_service_accounts: Vec::new(),
+            daemon_set_controller: default_daemon_set_controller(),
+            delete_after_refusals: None,
+        }
+    }
+}
+
+fn default_daemon_set_controller() -> String {
+    "system:serviceaccount:kube-system:daemon-set-controller".to_owned()
 }
 
 #[cfg(test)]

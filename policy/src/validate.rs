@@ -248,6 +248,22 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
         e.check(format!("brokers.selector.{k}"), check_qualified_name(k));
         e.check(format!("brokers.selector.{k}"), check_label_value(v));
     }
+    if spec.brokers.namespaces.is_empty() {
+        e.push(
+            "brokers.namespaces",
+            "must name at least one namespace: a pod with the broker labels is a broker only there",
+        );
+    }
+    let mut seen_ns = BTreeSet::new();
+    for (i, ns) in spec.brokers.namespaces.iter().enumerate() {
+        e.check(format!("brokers.namespaces[{i}]"), check_dns_label(ns));
+        if !seen_ns.insert(ns.as_str()) {
+            e.push(
+                format!("brokers.namespaces[{i}]"),
+                format!("duplicate namespace {ns:?}"),
+            );
+        }
+    }
     e.check(
         "brokers.container",
         check_dns_label(&spec.brokers.container),
@@ -415,6 +431,18 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
     }
     for (i, ns) in spec.guard.allow_namespaces.iter().enumerate() {
         e.check(format!("guard.allowNamespaces[{i}]"), check_dns_label(ns));
+    }
+    if spec.guard.daemon_set_controller.trim().is_empty() {
+        e.push(
+            "guard.daemonSetController",
+            "must name the DaemonSet controller's user (default system:serviceaccount:kube-system:daemon-set-controller)",
+        );
+    }
+    if spec.guard.delete_after_refusals == Some(0) {
+        e.push(
+            "guard.deleteAfterRefusals",
+            "must be at least 1, found 0 (leave it out to never delete)",
+        );
     }
     for (i, sa) in spec.guard.allow_service_accounts.iter().enumerate() {
         let path = format!("guard.allowServiceAccounts[{i}]");

@@ -287,3 +287,26 @@ fn readiness_and_kafka_settings_are_validated() {
         ["kafka.bootstrap[1]: expected host:port, found \"kafka-1\""]
     );
 }
+
+#[test]
+fn guard_delete_after_refusals_is_opt_in_and_at_least_one() {
+    let p = Policy::builtin().expect("built-in policy");
+    assert_eq!(p.spec().guard.delete_after_refusals, None);
+    let on = with("  # deleteAfterRefusals: 3", "  deleteAfterRefusals: 3");
+    let q = Policy::from_yaml(&on, "policy.yaml").expect("deleteAfterRefusals: 3 loads");
+    assert_eq!(q.spec().guard.delete_after_refusals, Some(3));
+    assert_ne!(p.hash(), q.hash(), "opting in changes the policy's meaning");
+    let e = err(&with(
+        "  # deleteAfterRefusals: 3",
+        "  deleteAfterRefusals: 0",
+    ));
+    assert_eq!(
+        messages(&e),
+        ["guard.deleteAfterRefusals: must be at least 1, found 0 (leave it out to never delete)"]
+    );
+    let e = err(&with(
+        "  # deleteAfterRefusals: 3",
+        "  deleteAfterRefusals: -1",
+    ));
+    assert!(e.to_string().contains("guard.deleteAfterRefusals"), "{e}");
+}

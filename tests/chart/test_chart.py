@@ -28,6 +28,7 @@ CASES: dict[str, tuple[dict, str, str]] = {
     "existing-priority-class": ({"agent": {"priorityClass": {"create": False, "name": "kafka-infra"}}},
                                 NAMESPACE, "kpool"),
     "audit-mode": ({"policy": {"mode": "audit"}}, NAMESPACE, "kpool"),
+    "delete-after-refusals": ({"policy": {"guard": {"deleteAfterRefusals": 3}}}, NAMESPACE, "kpool"),
     "host-network": ({"agent": {"hostNetwork": True}}, NAMESPACE, "kpool"),
     "no-guard": ({"webhook": {"validating": {"enabled": False}}}, NAMESPACE, "kpool"),
     "strict-guard": ({"webhook": {"validating": {"failurePolicy": "Fail", "timeoutSeconds": 3},
@@ -214,12 +215,16 @@ def test_rbac_has_no_wildcards_and_nothing_to_spare(case):
         return sorted((tuple(x.get("apiGroups", [])), tuple(x["resources"]), tuple(sorted(x["verbs"])),
                        tuple(x.get("resourceNames", []))) for x in o.doc["rules"])
 
-    assert rules("ClusterRole", f"{fn}-agent") == sorted([
+    agent_rules = [
         (("",), ("pods",), ("get", "list", "watch"), ()),
         (("",), ("nodes",), ("get", "list", "watch"), ()),
+        (("apps",), ("daemonsets", "statefulsets"), ("get",), ()),
         (("",), ("pods/eviction",), ("create",), ()),
         (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
-    ])
+    ]
+    if case == "delete-after-refusals":
+        agent_rules.append((("",), ("pods",), ("delete",), ()))
+    assert rules("ClusterRole", f"{fn}-agent") == sorted(agent_rules)
     secrets = (("",), ("secrets",), ("create", "get", "patch"),
                (f"{fn}-webhook-tls", f"{fn}-webhook-tls-ca"))
     if r.merged["certManager"]["enabled"]:
@@ -576,6 +581,27 @@ def test_audit_mode_reaches_the_policy():
     assert rendered("defaults").policy()["mode"] == "enforce"
 
 
+def _agent_deletes_pods(r) -> bool:
+    role = r.one("ClusterRole", f"{r.fullname}-agent")
+    return any("pods" in rule["resources"] and "delete" in rule["verbs"] for rule in role.doc["rules"])
+
+
+def test_agent_may_delete_pods_only_when_the_policy_opts_in_and_enforces():
+    # Opted in, enforce: the rendered policy carries the bound and the agent may delete.
+    opted = rendered("delete-after-refusals")
+    assert opted.policy()["guard"]["deleteAfterRefusals"] == 3
+    assert _agent_deletes_pods(opted)
+    # 0 (the default) means never: the field stays out of the policy, and so does delete.
+    for case in ("defaults", "audit-mode", "custom", "k8s-b"):
+        assert "deleteAfterRefusals" not in rendered(case).policy()["guard"], case
+        assert not _agent_deletes_pods(rendered(case)), case
+    # Opted in but audit: the agent never deletes, so it may not.
+    audit = render("delete-after-refusals-audit",
+                   {"policy": {"mode": "audit", "guard": {"deleteAfterRefusals": 3}}})
+    assert audit.policy()["guard"]["deleteAfterRefusals"] == 3
+    assert not _agent_deletes_pods(audit)
+
+
 def test_custom_release_names_everything_after_the_release():
     r = rendered("custom")
     assert r.fullname == "guard-kpool"
@@ -639,6 +665,8 @@ def test_notes_tell_the_next_steps():
     ({"agent": {"priorityClass": {"value": 2000000000}}}, "value"),
     ({"policy": {"kafka": {"bootstrap": ["no-port"]}}}, "bootstrap"),
     ({"policy": {"kafka": {"bootstrap": []}}}, "bootstrap"),
+    ({"policy": {"guard": {"deleteAfterRefusals": -1}}}, "deleteAfterRefusals"),
+    ({"policy": {"guard": {"deleteAfterRefusals": "3"}}}, "deleteAfterRefusals"),
     ({"unknownTopLevel": True}, "unknownTopLevel"),
 ])
 def test_schema_refuses_bad_values(values, message):

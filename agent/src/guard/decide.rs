@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use kpool_policy::Policy;
 use kpool_policy::model::Mode;
+use kpool_policy::pool::{Evidence, OwnerRef, PoolPod, WHO_MAY_USE_THE_POOL};
 
 /// What the guard needs to know about one pod on the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,14 +17,75 @@ pub struct PodFacts {
     pub name: String,
     pub uid: String,
     pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     /// `metadata.creationTimestamp`, unix seconds (0 when unknown).
     pub created_unix: i64,
-    /// Kinds of the owner references (`DaemonSet`, `StatefulSet`, `Node` for mirror pods).
-    pub owner_kinds: Vec<String>,
-    /// `spec.serviceAccountName` (`default` when unset).
+    /// The owner reference marked `controller: true`.
+    pub controller: Option<Controller>,
+    /// Whether that controller exists with its uid, as the agent last read it from the API
+    /// (`None`: not read yet, or unreadable; see [`crate::pool`]).
+    pub controller_exists: Option<bool>,
+    /// `spec.nodeName`.
+    pub node_name: String,
+    /// `spec.serviceAccountName` (empty means `default`).
     pub service_account: String,
     /// Being deleted, or finished (Succeeded/Failed): it no longer occupies the node.
     pub gone: bool,
+}
+
+/// A controller owner reference.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Controller {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl PoolPod for PodFacts {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).map(String::as_str)
+    }
+
+    fn controller(&self) -> Option<OwnerRef<'_>> {
+        self.controller.as_ref().map(|c| OwnerRef {
+            api_version: &c.api_version,
+            kind: &c.kind,
+            name: &c.name,
+            uid: &c.uid,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn node_name(&self) -> Option<&str> {
+        Some(self.node_name.as_str()).filter(|n| !n.is_empty())
+    }
+
+    fn service_account(&self) -> &str {
+        &self.service_account
+    }
+}
+
+/// The agent reads pods from the API and their controllers too.
+impl Evidence for PodFacts {
+    fn owner_exists(&self, _namespace: &str, _owner: &OwnerRef<'_>) -> Option<bool> {
+        self.controller_exists
+    }
+
+    fn checks_owners(&self) -> bool {
+        true
+    }
 }
 
 impl PodFacts {
@@ -142,12 +204,7 @@ pub fn violations(policy: &Policy, node: &NodeFacts, pods: &[PodFacts]) -> Vec<V
     let spec = policy.spec();
     let mut out = Vec::new();
     let live: Vec<&PodFacts> = pods.iter().filter(|p| !p.gone).collect();
-    let is_broker = |p: &PodFacts| {
-        spec.brokers
-            .selector
-            .iter()
-            .all(|(k, v)| p.labels.get(k) == Some(v))
-    };
+    let is_broker = |p: &PodFacts| policy.is_broker(p, p);
     let mut brokers: Vec<&PodFacts> = live.iter().copied().filter(|p| is_broker(p)).collect();
     brokers.sort_by(|a, b| {
         (a.created_unix, &a.namespace, &a.name).cmp(&(b.created_unix, &b.namespace, &b.name))
@@ -263,29 +320,24 @@ fn pod_target(p: &PodFacts) -> Target {
 
 /// Why a non-broker pod may not be on the pool, or `None` when it may.
 fn foreign(policy: &Policy, p: &PodFacts) -> Option<String> {
-    let guard = &policy.spec().guard;
-    // DaemonSet pods run on every node by design; mirror (static) pods belong to the
-    // kubelet and cannot be evicted through the API anyway.
-    if p.owner_kinds
-        .iter()
-        .any(|k| k == "DaemonSet" || k == "Node")
-    {
+    if policy.pool_exemption(p, p).is_some() {
         return None;
     }
-    if guard.allow_namespaces.contains(&p.namespace) {
-        return None;
-    }
-    let sa = if p.service_account.is_empty() {
-        "default"
-    } else {
-        p.service_account.as_str()
+    let claim = match policy.broker_check(p, p) {
+        Err(why) if why.is_impostor() => format!("{why}; "),
+        _ => String::new(),
     };
-    let qualified = format!("{}/{sa}", p.namespace);
-    if guard.allow_service_accounts.contains(&qualified) {
-        return None;
-    }
+    let sa = match p.service_account.as_str() {
+        "" => "default",
+        sa => sa,
+    };
+    let owner = match &p.controller {
+        Some(c) => format!("controller {} {}", c.kind, c.name),
+        None => "no controller".to_owned(),
+    };
     Some(format!(
-        "not a broker (brokers.selector), not owned by a DaemonSet, namespace not in guard.allowNamespaces, service account {qualified} not in guard.allowServiceAccounts"
+        "{claim}not exempt ({owner}, service account {}/{sa}): {WHO_MAY_USE_THE_POOL}",
+        p.namespace
     ))
 }
 
@@ -293,19 +345,7 @@ fn broker_zone<'a>(policy: &'a Policy, p: &'a PodFacts) -> Option<&'a str> {
     if let Some(z) = p.labels.get(kpool_policy::keys::ZONE_LABEL) {
         return Some(z.as_str());
     }
-    let ordinal = kpool_policy::ordinal_of(
-        p.labels
-            .get(kpool_policy::POD_INDEX_LABEL)
-            .map(String::as_str),
-        Some(&p.name),
-        None,
-    )
-    .ok()?;
-    policy
-        .spec()
-        .zones
-        .get(policy.zone_index(ordinal))
-        .map(String::as_str)
+    policy.broker_identity(p).ok().map(|id| id.zone)
 }
 
 /// Remembers when each violation was last acted on, so a violator is acted on once per

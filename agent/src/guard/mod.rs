@@ -12,10 +12,13 @@ pub mod watch;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-pub use decide::{Action, Decision, Guard, Kind, NodeFacts, PodFacts, Target, Violation};
+pub use decide::{
+    Action, Controller, Decision, Guard, Kind, NodeFacts, PodFacts, Target, Violation,
+};
 
-/// The facts the guard needs from a Pod object.
-pub fn pod_facts(pod: &Pod) -> PodFacts {
+/// The facts the guard needs from a Pod object; `controller_exists` is what the agent has
+/// read about its controller ([`crate::pool::Owners::known`]).
+pub fn pod_facts(pod: &Pod, controller_exists: Option<bool>) -> PodFacts {
     let meta = &pod.metadata;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     PodFacts {
@@ -28,13 +31,25 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
             .as_ref()
             .map(|t| t.0.as_second())
             .unwrap_or(0),
-        owner_kinds: meta
+        annotations: meta.annotations.clone().unwrap_or_default(),
+        controller: meta
             .owner_references
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .map(|o| o.kind.clone())
-            .collect(),
+            .find(|o| o.controller == Some(true))
+            .map(|o| Controller {
+                api_version: o.api_version.clone(),
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                uid: o.uid.clone(),
+            }),
+        controller_exists,
+        node_name: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
         service_account: pod
             .spec
             .as_ref()

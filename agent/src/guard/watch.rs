@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::act::{Actor, EvictOutcome};
-use super::decide::{self, Guard, Kind};
+use super::decide::{self, Guard, Kind, Target};
 use crate::metrics::{KindLabel, ResultLabel};
 use crate::nodeview::NodeView;
 use crate::overhead::{Allocatable, Sampler};
 use crate::service::Agent;
 
 /// One guard round over `pods` and `node`: finds violations, keeps the gauges current, and
-/// acts on what is due. Returns the audit records written.
+/// acts on what is due (refused evictions of foreign pods escalate: see [`super::act`]).
+/// Returns the audit records written.
 pub async fn round(
     agent: &Agent,
     guard: &mut Guard,
@@ -33,25 +34,50 @@ pub async fn round(
             .get_or_create(&KindLabel { kind: kind.code() })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    // Refusals are remembered only for pods that are still foreign violators here.
+    {
+        let foreign: BTreeSet<&str> = found
+            .iter()
+            .filter(|v| v.kind == Kind::ForeignPod)
+            .filter_map(|v| match &v.target {
+                Target::Pod { uid, .. } => Some(uid.as_str()),
+                Target::Node { .. } => None,
+            })
+            .collect();
+        actor.retain_refusals(|uid| foreign.contains(uid));
+    }
     let mut records = Vec::new();
     for d in guard.decide(policy.spec().mode, found, now) {
-        let (record, outcome) = actor.apply(&d, policy).await;
+        let applied = actor.apply(&d, policy).await;
         m.guard_violations_total
             .get_or_create(&KindLabel {
                 kind: d.violation.kind.code(),
             })
             .inc();
-        if let Some(o) = &outcome {
+        if let Some(o) = &applied.eviction {
             m.guard_evictions
                 .get_or_create(&ResultLabel { result: o.code() })
                 .inc();
             if matches!(o, EvictOutcome::Blocked { .. } | EvictOutcome::Failed(_)) {
-                tracing::warn!(violation = %d.violation.message, outcome = ?o, "eviction did not happen");
+                tracing::warn!(violation = %d.violation.message, outcome = ?o, refusals = ?applied.refusals, "eviction did not happen");
             }
         }
-        crate::audit::emit(&record);
-        records.push(record);
+        if applied.refusals.is_some() {
+            m.guard_eviction_refusals.inc();
+        }
+        if let Some(o) = &applied.deletion {
+            m.guard_deletions
+                .get_or_create(&ResultLabel { result: o.code() })
+                .inc();
+            tracing::warn!(violation = %d.violation.message, outcome = ?o, "deletion of a foreign pod its PodDisruptionBudget shields (guard.deleteAfterRefusals)");
+        }
+        for record in applied.records {
+            crate::audit::emit(&record);
+            records.push(record);
+        }
     }
+    m.pool_breached
+        .set(i64::try_from(actor.refusals().breached()).unwrap_or(i64::MAX));
     records
 }
 

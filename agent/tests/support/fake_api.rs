@@ -1,8 +1,8 @@
 //! A fake Kubernetes API server behind a kube-rs `tower-test` mock service, faithful to
 //! what the agent's code paths see: pod and node lists (field-selected), watches that stay
 //! open until there is something to say (then answer with watch event lines and end, as
-//! an API server may), Evictions with scripted status codes, Events; every request
-//! recorded. It can go "down": open watches break and every request is refused.
+//! an API server may), Evictions and pod deletions with scripted status codes, Events;
+//! every request recorded. It can go "down": open watches break and every request is refused.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,6 +32,10 @@ struct State {
     /// Open watches, per resource.
     parked: Vec<(&'static str, SendResponse<Response<Body>>)>,
     eviction_codes: Vec<u16>,
+    /// Evictions answer 429 (a PodDisruptionBudget that never allows it) once the scripted
+    /// codes are used up, instead of 201.
+    pdb_forever: bool,
+    delete_codes: Vec<u16>,
     log: Vec<Recorded>,
 }
 
@@ -43,6 +47,30 @@ pub struct FakeApi {
     /// Lists served, and requests refused while down.
     pub lists: Arc<AtomicUsize>,
     pub refused: Arc<AtomicUsize>,
+}
+
+/// The DaemonSet or StatefulSet at `path` (`/apis/apps/v1/namespaces/NS/KINDS/NAME`), as
+/// the controller reference of one of `pods` names it (same uid), if any does.
+fn controller_named(pods: &[Value], path: &str) -> Option<Value> {
+    let rest = path.strip_prefix("/apis/apps/v1/namespaces/")?;
+    let mut parts = rest.split('/');
+    let (ns, plural, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let kind = match plural {
+        "daemonsets" => "DaemonSet",
+        "statefulsets" => "StatefulSet",
+        _ => return None,
+    };
+    pods.iter().find_map(|p| {
+        let meta = &p["metadata"];
+        if meta["namespace"] != ns {
+            return None;
+        }
+        let owner = meta["ownerReferences"].as_array()?.iter().find(|o| {
+            o["controller"] == true && o["kind"] == kind && o["name"] == name
+        })?;
+        Some(json!({"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "uid": owner["uid"]}}))
+    })
 }
 
 pub fn respond(code: u16, body: &Value) -> Response<Body> {
@@ -72,6 +100,18 @@ impl FakeApi {
         let f = Self::default();
         f.lock().eviction_codes = codes.to_vec();
         f
+    }
+
+    /// Evictions are always answered 429, as when a PodDisruptionBudget shields the pod.
+    pub fn with_pdb_forever() -> Self {
+        let f = Self::default();
+        f.lock().pdb_forever = true;
+        f
+    }
+
+    /// Pod deletions are answered with `codes` in turn, then 200.
+    pub fn script_deletions(&self, codes: &[u16]) {
+        self.lock().delete_codes = codes.to_vec();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -216,7 +256,7 @@ impl FakeApi {
                     }
                     ("POST", _) if path.ends_with("/eviction") => {
                         let code = if s.eviction_codes.is_empty() {
-                            201
+                            if s.pdb_forever { 429 } else { 201 }
                         } else {
                             s.eviction_codes.remove(0)
                         };
@@ -234,6 +274,50 @@ impl FakeApi {
                         }
                     }
                     ("POST", _) => respond(201, &body),
+                    ("DELETE", _)
+                        if path.starts_with("/api/v1/namespaces/") && path.contains("/pods/") =>
+                    {
+                        let code = if s.delete_codes.is_empty() {
+                            200
+                        } else {
+                            s.delete_codes.remove(0)
+                        };
+                        let name = path.rsplit('/').next().unwrap_or_default();
+                        match code {
+                            200 => respond(
+                                200,
+                                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name,
+                                    "uid": body["preconditions"]["uid"],
+                                    "deletionTimestamp": "2026-11-21T10:00:00Z"}}),
+                            ),
+                            409 => respond(
+                                409,
+                                &status(
+                                    409,
+                                    "Conflict",
+                                    "Precondition failed: UID in precondition does not match the UID in object meta",
+                                ),
+                            ),
+                            403 => respond(
+                                403,
+                                &status(
+                                    403,
+                                    "Forbidden",
+                                    "pods is forbidden: User cannot delete resource \"pods\"",
+                                ),
+                            ),
+                            other => {
+                                respond(other, &status(other, "NotFound", &format!("no {path}")))
+                            }
+                        }
+                    }
+                    // The controllers the pods name exist (the agent checks their uid).
+                    ("GET", _) if path.starts_with("/apis/apps/v1/namespaces/") => {
+                        match controller_named(&s.pods, &path) {
+                            Some(object) => respond(200, &object),
+                            None => respond(404, &status(404, "NotFound", &format!("no {path}"))),
+                        }
+                    }
                     _ => respond(404, &status(404, "NotFound", &format!("no {path}"))),
                 };
                 drop(s);

@@ -83,8 +83,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/*
 The policy document as the webhook and the agent read it: values.policy, with the release
-namespace added to guard.allowNamespaces and an empty readiness.probeImage set to the
-chart's image.
+namespace added to guard.allowNamespaces, an empty readiness.probeImage set to the
+chart's image, and guard.deleteAfterRefusals left out when 0 (never).
 */}}
 {{- define "kpool.policy" -}}
 {{- $policy := deepCopy .Values.policy }}
@@ -96,6 +96,10 @@ chart's image.
 {{- $_ := set $guard "allowNamespaces" (uniq $allow) }}
 {{- if not (hasKey $guard "allowServiceAccounts") }}
 {{- $_ := set $guard "allowServiceAccounts" (list) }}
+{{- end }}
+{{- /* 0 in values means never; the policy leaves the field out for that. */}}
+{{- if not $guard.deleteAfterRefusals }}
+{{- $_ := unset $guard "deleteAfterRefusals" }}
 {{- end }}
 {{- $_ := set $policy "guard" $guard }}
 {{- $readiness := default (dict) $policy.readiness }}
