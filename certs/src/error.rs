@@ -161,6 +161,7 @@ pub enum CertError {
     },
 
     /// A Kubernetes API call failed.
+    #[cfg(feature = "cluster")]
     #[error("{action}: {source}")]
     Kube {
         /// What was being done, naming the object.
@@ -172,6 +173,7 @@ pub enum CertError {
 
 impl CertError {
     /// Wraps a kube error with the action that failed.
+    #[cfg(feature = "cluster")]
     pub(crate) fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         CertError::Kube {
             action: action.into(),

@@ -9,15 +9,20 @@
 //! - [`cluster`]: the serving Secret and the webhook configurations' `caBundle`, by
 //!   server-side apply.
 //! - [`rotate`]: zero-downtime CA rotation as a re-runnable state machine.
+//!
+//! `cluster` and `rotate` (and the kube client) come with the default `cluster` feature;
+//! the servers build without it.
 //! - [`pemio`]: PEM parsing and atomic file writes (keys 0600).
 
 mod error;
 
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod create;
 pub mod generate;
 pub mod inspect;
 pub mod pemio;
+#[cfg(feature = "cluster")]
 pub mod rotate;
 pub mod tls;
 
