@@ -96,7 +96,7 @@ struct RunArgs {
     idle_timeout: Duration,
 }
 
-use kpool_policy::duration::parse_duration;
+use kpool_cli::duration::parse_duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -160,23 +160,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let running = start(cfg).await?;
-        wait_for_signal().await;
+        kpool_cli::shutdown_signal().await;
         running.shutdown().await;
         anyhow::Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -119,8 +119,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Running, StartError> {
     let (pods, view): (Arc<dyn PodDirectory>, _) = match &cfg.placement {
         Placement::Standalone => (Arc::new(Standalone::new(policy.clone())), None),
         Placement::Node(node) => {
-            // kube's rustls client needs a process-wide crypto provider.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            kpool_cli::install_crypto_provider();
             let kube = kube::Client::try_default()
                 .await
                 .map_err(StartError::Kube)?;

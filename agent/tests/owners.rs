@@ -85,11 +85,46 @@ async fn controllers_are_confirmed_refused_or_left_unknown_and_the_rules_follow(
     let client = api(gets.clone());
     let (store, mut writer) = reflector::store::<Pod>();
     let pods = [
-        pod("kube-system", "fluentd-x", json!({}), "DaemonSet", "fluentd", "ds-real"),
-        pod("default", "miner", json!({}), "DaemonSet", "fluentd", "ds-forged"),
-        pod("kube-system", "flaky-x", json!({}), "DaemonSet", "flaky", "ds-flaky"),
-        pod("streaming", "kafka-0", broker_labels(), "StatefulSet", "kafka", "sts-real"),
-        pod("streaming", "kafka-1", broker_labels(), "StatefulSet", "ghost", "sts-ghost"),
+        pod(
+            "kube-system",
+            "fluentd-x",
+            json!({}),
+            "DaemonSet",
+            "fluentd",
+            "ds-real",
+        ),
+        pod(
+            "default",
+            "miner",
+            json!({}),
+            "DaemonSet",
+            "fluentd",
+            "ds-forged",
+        ),
+        pod(
+            "kube-system",
+            "flaky-x",
+            json!({}),
+            "DaemonSet",
+            "flaky",
+            "ds-flaky",
+        ),
+        pod(
+            "streaming",
+            "kafka-0",
+            broker_labels(),
+            "StatefulSet",
+            "kafka",
+            "sts-real",
+        ),
+        pod(
+            "streaming",
+            "kafka-1",
+            broker_labels(),
+            "StatefulSet",
+            "ghost",
+            "sts-ghost",
+        ),
     ];
     for p in &pods {
         writer.apply_watcher_event(&Event::Apply(p.clone()));
@@ -107,7 +142,11 @@ async fn controllers_are_confirmed_refused_or_left_unknown_and_the_rules_follow(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(owners.known("ds-real"), Some(true));
-    assert_eq!(owners.known("ds-forged"), Some(false), "same name, other uid");
+    assert_eq!(
+        owners.known("ds-forged"),
+        Some(false),
+        "same name, other uid"
+    );
     assert_eq!(owners.known("ds-flaky"), None, "unreadable stays unknown");
     assert_eq!(owners.known("sts-real"), Some(true));
     assert_eq!(owners.known("sts-ghost"), Some(false));
@@ -125,7 +164,9 @@ async fn controllers_are_confirmed_refused_or_left_unknown_and_the_rules_follow(
     assert!(directory.lookup("streaming", "kafka-0").is_ok());
     let ghost = format!(
         "{:?}",
-        directory.lookup("streaming", "kafka-1").expect_err("no real StatefulSet")
+        directory
+            .lookup("streaming", "kafka-1")
+            .expect_err("no real StatefulSet")
     );
     assert!(ghost.contains("does not exist"), "{ghost}");
     let v = KubePod::new(&pods[4], &owners);
@@ -136,6 +177,9 @@ async fn controllers_are_confirmed_refused_or_left_unknown_and_the_rules_follow(
     let after_first = gets.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let more = gets.load(Ordering::SeqCst) - after_first;
-    assert!(more <= 12, "{more} GETs in 200 ms: only the unreadable one is retried");
+    assert!(
+        more <= 12,
+        "{more} GETs in 200 ms: only the unreadable one is retried"
+    );
     task.abort();
 }

@@ -149,10 +149,10 @@ struct RotateArgs {
     replace_names: bool,
     /// Time for kubelet to refresh the mounted Secret and the webhook to reload it, before
     /// the old CA is dropped (`90s`, `2m`, `1h`, or seconds).
-    #[arg(long, env = "KPOOL_CERTS_PROPAGATION_WAIT", default_value = "2m", value_parser = rotate::parse_duration)]
+    #[arg(long, env = "KPOOL_CERTS_PROPAGATION_WAIT", default_value = "2m", value_parser = kpool_cli::duration::parse_duration)]
     propagation_wait: std::time::Duration,
     /// Pause after publishing a new CA bundle before issuing from the new CA.
-    #[arg(long, env = "KPOOL_CERTS_BUNDLE_SETTLE", default_value = "10s", value_parser = rotate::parse_duration)]
+    #[arg(long, env = "KPOOL_CERTS_BUNDLE_SETTLE", default_value = "10s", value_parser = kpool_cli::duration::parse_duration)]
     bundle_settle: std::time::Duration,
     /// Do not sleep through the wait: exit, and let the next run continue.
     #[arg(long, env = "KPOOL_CERTS_NO_WAIT")]

@@ -751,8 +751,6 @@ pub async fn rotate(client: &Client, opts: &RotateOptions) -> Result<RotateRepor
     ))
 }
 
-pub use kpool_policy::duration::parse_duration;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1064,16 +1062,6 @@ mod tests {
              kpool-webhook.kpool-system.svc, kpool-webhook.kpool-system.svc.cluster.local; \
              dropped: none"
         );
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("2d").expect_err("unit").contains("unit"));
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

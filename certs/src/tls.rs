@@ -20,11 +20,7 @@ use time::OffsetDateTime;
 use crate::inspect::{CertInfo, spki_of};
 use crate::{CertError, pemio};
 
-/// Installs rustls' ring crypto provider as the process default. Idempotent: a provider that
-/// is already installed (by an earlier call, or by another part of the program) is kept.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use kpool_cli::install_crypto_provider;
 
 /// Builds a rustls `CertifiedKey` from a chain and a key, refusing a key that does not belong
 /// to the first certificate (rustls would otherwise fail every handshake with a confusing

@@ -1,7 +1,11 @@
 //! What kpool's binaries (`kpool-webhook`, `kpool-agent`, `kpool-certs`) share at their
-//! edge, so they behave alike: the logging flags and their setup ([`LogArgs`]), and how a
-//! fatal error is printed ([`report::one_line`], [`exit_with`]).
+//! edge, so they behave alike: the logging flags and their setup ([`LogArgs`]), how a
+//! fatal error is printed ([`report::one_line`], [`exit_with`]), durations on the command
+//! line ([`duration::parse_duration`]), the TLS crypto provider
+//! ([`install_crypto_provider`]) and the signals that stop a server
+//! ([`shutdown_signal`]).
 
+pub mod duration;
 pub mod report;
 
 use std::process::ExitCode;
@@ -64,4 +68,28 @@ impl LogArgs {
 pub fn exit_with(bin: &str, error: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("{bin}: error: {}", report::one_line(error));
     ExitCode::FAILURE
+}
+
+/// Installs ring as the process's rustls crypto provider, unless one is already installed
+/// (kube's client and every rustls config built without an explicit provider need one).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or an interrupt, saying which in the log.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on interrupt only");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("interrupt received");
+        }
+    }
 }

@@ -4,7 +4,6 @@
 //! and compiles the templates once, so per-pod work is only rendering.
 
 pub mod audit;
-pub mod duration;
 mod identity;
 mod json_template;
 pub mod keys;

@@ -80,9 +80,9 @@ fn bare_server(body: &Path, scan: bool) -> ExitCode {
             let body = body.clone();
             async move {
                 if scan && serde_json::from_slice::<serde::de::IgnoredAny>(&request).is_err() {
-                    return (axum::http::StatusCode::BAD_REQUEST, Bytes::new());
+                    return (http::StatusCode::BAD_REQUEST, Bytes::new());
                 }
-                (axum::http::StatusCode::OK, body)
+                (http::StatusCode::OK, body)
             }
         };
         let app = axum::Router::new().route("/mutate", axum::routing::post(handler));

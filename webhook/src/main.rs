@@ -27,7 +27,7 @@ enum Command {
     /// Certificates are re-read when their files change (Kubernetes Secret volumes included);
     /// a bad pair is refused and the previous one keeps serving. On SIGTERM, /readyz turns
     /// false, in-flight requests finish, then the process exits.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inject manifests offline and print the result, like `istioctl kube-inject`.
     ///
     /// Reads multi-document YAML (or JSON). Pods are injected as the webhook would at
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Inject {
             file,
             policy,
@@ -197,7 +197,7 @@ mod serve {
     const EXAMPLE_REVIEW: &str =
         include_str!("../../tests/fixtures/admission/000-create-kafka-0.json");
 
-    pub use kpool_policy::duration::parse_duration;
+    pub use kpool_cli::duration::parse_duration;
 
     pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let policy = Arc::new(match &args.policy {
@@ -244,27 +244,11 @@ mod serve {
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         runtime.block_on(async move {
             let running = start(cfg).await?;
-            wait_for_signal().await;
+            kpool_cli::shutdown_signal().await;
             running.shutdown().await;
             anyhow::Ok(())
         })?;
         Ok(ExitCode::SUCCESS)
-    }
-
-    async fn wait_for_signal() {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on interrupt only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
     }
 
     fn self_signed(dir: &Path, port: u16) -> anyhow::Result<(PathBuf, PathBuf)> {

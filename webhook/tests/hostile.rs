@@ -190,6 +190,7 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
         .expect("read");
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    env.running().state().admission.audit().sync();
     let lines = env.audit_lines();
     assert_eq!(lines[0]["reason_code"], "body-too-large", "{lines:?}");
 }

@@ -65,9 +65,10 @@ fn controller_named(pods: &[Value], path: &str) -> Option<Value> {
         if meta["namespace"] != ns {
             return None;
         }
-        let owner = meta["ownerReferences"].as_array()?.iter().find(|o| {
-            o["controller"] == true && o["kind"] == kind && o["name"] == name
-        })?;
+        let owner = meta["ownerReferences"]
+            .as_array()?
+            .iter()
+            .find(|o| o["controller"] == true && o["kind"] == kind && o["name"] == name)?;
         Some(json!({"apiVersion": "apps/v1", "kind": kind,
             "metadata": {"name": name, "namespace": ns, "uid": owner["uid"]}}))
     })
