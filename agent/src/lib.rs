@@ -9,10 +9,12 @@
 //! - `nodeview`: this node's pods and Node from Kubernetes watches, and their contact.
 //! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
+//! - `backoff`: exponential backoff and the wait a shutdown cuts short, for every loop.
 //! - `start`: every part started together, the API behind `kpool-serve`'s bounds.
 
 pub mod api;
 pub mod audit;
+pub mod backoff;
 pub mod guard;
 pub mod health;
 pub mod jmx;

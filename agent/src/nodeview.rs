@@ -216,7 +216,7 @@ async fn follow<K>(
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let mut retry = FIRST_RETRY;
+    let mut retry = crate::backoff::Backoff::new(FIRST_RETRY, MAX_RETRY);
     loop {
         let mut events = watcher(api.clone(), config.clone()).boxed();
         while let Some(event) = events.next().await {
@@ -232,19 +232,20 @@ async fn follow<K>(
                             tracing::info!(%node, what, "watch back in contact with the API server");
                         }
                         health.ok();
-                        retry = FIRST_RETRY;
+                        retry.reset();
                     }
                     writer.apply_watcher_event(&event);
                 }
                 Err(e) => {
                     health.failed(Instant::now(), e.to_string());
-                    tracing::warn!(error = %e, %node, what, retry_in_ms = retry.as_millis(), "watch error; the cache keeps its last state and the watch starts over");
+                    tracing::warn!(error = %e, %node, what, "watch error; the cache keeps its last state and the watch starts over after a backoff");
                     break;
                 }
             }
         }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(MAX_RETRY);
+        let delay = retry.next();
+        tracing::debug!(%node, what, retry_in_ms = delay.as_millis(), "restarting the watch");
+        tokio::time::sleep(delay).await;
     }
 }
 

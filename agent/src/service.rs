@@ -316,7 +316,7 @@ pub async fn poll_loop<S: SnapshotSource>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
-    let mut backoff = crate::kafka::Backoff::new(Duration::from_millis(250), interval);
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), interval);
     loop {
         let start = Instant::now();
         let delay = match source.snapshot().await {
@@ -341,11 +341,7 @@ pub async fn poll_loop<S: SnapshotSource>(
                 backoff.next()
             }
         };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
+        if crate::backoff::sleep_or_stop(delay, &mut shutdown).await {
             return;
         }
     }

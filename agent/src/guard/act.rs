@@ -271,7 +271,7 @@ impl Actor {
             "deleteOptions": { "preconditions": { "uid": uid } },
         });
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}/eviction");
-        let mut delay = self.retry.first;
+        let mut backoff = crate::backoff::Backoff::new(self.retry.first, self.retry.max);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -295,9 +295,9 @@ impl Actor {
                 // 409: the uid precondition failed, the pod was replaced.
                 409 => return EvictOutcome::Gone,
                 429 | 500..=599 if attempt < self.retry.attempts => {
+                    let delay = backoff.next();
                     tracing::info!(pod = %format!("{namespace}/{name}"), code, attempt, ?delay, %message, "eviction refused; retrying");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.retry.max);
                 }
                 429 => {
                     return EvictOutcome::Blocked {

@@ -113,11 +113,7 @@ pub async fn guard_loop(
                 tracing::warn!(node = %view.node_name, "node object not found; guard round skipped")
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
+        if crate::backoff::sleep_or_stop(interval, &mut shutdown).await {
             return;
         }
     }
@@ -138,11 +134,7 @@ pub async fn overhead_loop<F>(
     // has something to show; then every `interval`.
     let mut delay = interval.min(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
+        if crate::backoff::sleep_or_stop(delay, &mut shutdown).await {
             return;
         }
         delay = interval;

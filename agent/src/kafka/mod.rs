@@ -9,7 +9,6 @@
 //! step is bounded by the configured timeout; any failure drops the connection so the next
 //! snapshot reconnects, trying the bootstrap addresses in turn.
 
-mod backoff;
 mod client;
 mod conn;
 mod decode;
@@ -20,7 +19,6 @@ mod wire;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use backoff::Backoff;
 pub use client::{KafkaClient, NegotiatedVersions};
 pub use conn::MAX_FRAME_BYTES;
 pub use decode::{DecodeError, Response, decode_response, supported};

@@ -1,6 +1,22 @@
-//! Exponential backoff between poll attempts.
+//! Waiting in the agent's loops, one way each: exponential [`Backoff`] between attempts
+//! (Kafka polls, watch restarts, refused evictions), and [`sleep_or_stop`], a wait that a
+//! shutdown cuts short.
 
 use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Sleeps `delay`, or less if `stop` turns true (or its sender is gone). Returns `true`
+/// when the caller should stop.
+pub async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        changed = stop.changed() => changed.is_err() || *stop.borrow(),
+    }
+}
 
 /// Exponential backoff without jitter: `initial`, `2 × initial`, `4 × initial`, ... capped at
 /// `max`. One agent per node polls its own cluster, so there is no thundering herd to
@@ -96,6 +112,24 @@ mod tests {
             b.next();
         }
         assert_eq!(b.next(), Duration::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cuts_the_sleep_short_and_a_dropped_sender_stops_too() {
+        let (tx, mut rx) = watch::channel(false);
+        assert!(!sleep_or_stop(ms(10), &mut rx).await, "slept the whole delay");
+        let waiting = tokio::spawn(async move {
+            let stopped = sleep_or_stop(Duration::from_secs(3600), &mut rx).await;
+            (stopped, rx)
+        });
+        tokio::task::yield_now().await;
+        tx.send(true).expect("send");
+        let (stopped, mut rx) = waiting.await.expect("task");
+        assert!(stopped);
+        assert!(sleep_or_stop(Duration::from_secs(3600), &mut rx).await, "already stopped");
+        let (tx, mut rx) = watch::channel(false);
+        drop(tx);
+        assert!(sleep_or_stop(Duration::from_secs(3600), &mut rx).await);
     }
 
     #[test]
