@@ -114,10 +114,13 @@ mod tests {
         assert_eq!(b.next(), Duration::MAX);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_stop_cuts_the_sleep_short_and_a_dropped_sender_stops_too() {
         let (tx, mut rx) = watch::channel(false);
-        assert!(!sleep_or_stop(ms(10), &mut rx).await, "slept the whole delay");
+        assert!(
+            !sleep_or_stop(ms(10), &mut rx).await,
+            "slept the whole delay"
+        );
         let waiting = tokio::spawn(async move {
             let stopped = sleep_or_stop(Duration::from_secs(3600), &mut rx).await;
             (stopped, rx)
@@ -126,7 +129,10 @@ mod tests {
         tx.send(true).expect("send");
         let (stopped, mut rx) = waiting.await.expect("task");
         assert!(stopped);
-        assert!(sleep_or_stop(Duration::from_secs(3600), &mut rx).await, "already stopped");
+        assert!(
+            sleep_or_stop(Duration::from_secs(3600), &mut rx).await,
+            "already stopped"
+        );
         let (tx, mut rx) = watch::channel(false);
         drop(tx);
         assert!(sleep_or_stop(Duration::from_secs(3600), &mut rx).await);
