@@ -1,8 +1,7 @@
 //! The Kafka admin client against the scripted Kafka-protocol test server: cluster states,
 //! misbehaving brokers, reconnects, version negotiation, TLS.
 
-#[path = "support/kafka_server.rs"]
-mod kafka_server;
+use kpool_testkit::kafka_server;
 
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,7 @@
 //! `cargo fuzz`) and the stable-Rust driver (`src/bin/drive.rs`), so both exercise exactly
 //! the same code. Each body must never panic, hang or abort on any input.
 
-#[path = "../../agent/tests/support/kafka_server.rs"]
-#[allow(clippy::all)]
-mod kafka_server;
+use kpool_testkit::kafka_server;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

@@ -1,8 +1,9 @@
-//! Shared test support. `mod support;` in a test crate brings in the scripted Kafka
-//! server (`support::kafka_server`), the agent harness (`support::harness`) and the fake
-//! Kubernetes API server (`support::fake_api`).
+//! Shared test support. `mod support;` in a test crate brings in the agent harness
+//! (`support::harness`) and, from `kpool-testkit`, the scripted Kafka server
+//! (`support::kafka_server`) and the fake Kubernetes API server (`support::fake_api`).
 #![allow(dead_code)]
 
-pub mod fake_api;
 pub mod harness;
-pub mod kafka_server;
+// Each test crate uses its own share of these.
+#[allow(unused_imports)]
+pub use kpool_testkit::{fake_api, kafka_server};

@@ -10,8 +10,7 @@
 //! silent (stale). The verdict follows within one poll interval (plus slack), and the
 //! webhook's audit lines account for every admission request.
 
-#[path = "../../../agent/tests/support/kafka_server.rs"]
-mod kafka_server;
+use kpool_testkit::kafka_server;
 
 use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};

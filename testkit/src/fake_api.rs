@@ -74,6 +74,16 @@ fn controller_named(pods: &[Value], path: &str) -> Option<Value> {
     })
 }
 
+impl std::fmt::Debug for FakeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApi")
+            .field("down", &self.down.load(Ordering::SeqCst))
+            .field("lists", &self.lists.load(Ordering::SeqCst))
+            .field("refused", &self.refused.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
 pub fn respond(code: u16, body: &Value) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).expect("code"))

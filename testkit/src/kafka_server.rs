@@ -1,5 +1,4 @@
-//! A scripted Kafka-protocol test server for tests (include it with
-//! `#[path = "support/kafka_server.rs"] mod kafka_server;` or `mod support;`).
+//! A scripted Kafka-protocol test server for tests (`kpool_testkit::kafka_server`).
 //!
 //! It listens on a loopback port, in plaintext or over TLS ([`TestKafka::start_tls`], with
 //! or without client certificates), decodes real requests (header and body, with
@@ -22,7 +21,6 @@
 //!   explicitly on a topic (labelled source 5, as tansu does) and empty broker configs;
 //!   like tansu 0.6 it also closes the connection on a DescribeConfigs that names
 //!   configuration keys ([`ClusterState::rejects_config_keys`]).
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -809,7 +807,10 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
 
-/// A decoded request.
+/// A decoded request. Every body is decoded with kafka-protocol's decoder, so a request the
+/// real broker could not parse is refused here too, even where the answer does not depend
+/// on its fields.
+#[allow(dead_code)]
 enum Request {
     ApiVersions(ApiVersionsRequest),
     Metadata(MetadataRequest),
