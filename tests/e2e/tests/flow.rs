@@ -140,8 +140,7 @@ fn wait_for_port(proc: &mut Proc, addr: SocketAddr) {
 }
 
 fn fixture(name: &str) -> Value {
-    let p = workspace_root().join("tests/fixtures/admission").join(name);
-    serde_json::from_slice(&std::fs::read(&p).expect("fixture")).expect("fixture JSON")
+    kpool_testkit::fixtures::admission(name)
 }
 
 /// The captured CREATE of `kafka-0`, renamed to pod `kafka-N` (as the StatefulSet

@@ -10,12 +10,7 @@ use serde_json::Value;
 
 /// The captured AdmissionReviews, as the API server sent them.
 pub fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/../tests/fixtures/admission/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).expect("fixture is JSON")
+    kpool_testkit::fixtures::admission(name)
 }
 
 /// The pod inside a captured AdmissionReview.
