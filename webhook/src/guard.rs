@@ -1,12 +1,16 @@
-//! Pool protection: only brokers (and DaemonSet pods, and what the policy allow-lists) may
-//! be scheduled onto the Kafka pool. Pure: policy + pod in, verdict out.
+//! Pool protection at admission: only brokers (and the exempt: real DaemonSet and mirror
+//! pods, what the policy allow-lists) may be scheduled onto the Kafka pool. Pure: policy +
+//! pod + what the request proves in, verdict out. Who is a broker and who is exempt is
+//! decided in one place, [`kpool_policy::pool`], for the webhook and the agent alike.
 
 use std::fmt;
 
 use kpool_policy::Policy;
+use kpool_policy::pool::{Admission, Exemption, WHO_MAY_USE_THE_POOL};
 use serde_json::Value;
 
 use crate::inject::PodView;
+use crate::inject::pod::InNamespace;
 
 /// Why a pod may be admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +18,8 @@ pub enum Allow {
     Broker,
     /// Neither tolerates the pool taint nor requires the pool label.
     NotForPool,
-    DaemonSet,
-    AllowedNamespace(String),
-    AllowedServiceAccount(String),
+    /// Not a broker, but exempt (see [`Exemption`]).
+    Exempt(Exemption),
 }
 
 impl Allow {
@@ -25,9 +28,7 @@ impl Allow {
         match self {
             Self::Broker => "broker",
             Self::NotForPool => "not-for-pool",
-            Self::DaemonSet => "daemonset",
-            Self::AllowedNamespace(_) => "allowed-namespace",
-            Self::AllowedServiceAccount(_) => "allowed-service-account",
+            Self::Exempt(e) => e.code(),
         }
     }
 }
@@ -35,13 +36,9 @@ impl Allow {
 impl fmt::Display for Allow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Broker => f.write_str("a broker (brokers.selector)"),
+            Self::Broker => f.write_str("a broker (brokers.selector in brokers.namespaces)"),
             Self::NotForPool => f.write_str("does not target the Kafka pool"),
-            Self::DaemonSet => f.write_str("owned by a DaemonSet"),
-            Self::AllowedNamespace(ns) => write!(f, "namespace {ns:?} is in guard.allowNamespaces"),
-            Self::AllowedServiceAccount(sa) => {
-                write!(f, "service account {sa:?} is in guard.allowServiceAccounts")
-            }
+            Self::Exempt(e) => e.fmt(f),
         }
     }
 }
@@ -64,42 +61,29 @@ pub enum Verdict {
     Violation(Violation),
 }
 
-/// Decides whether `pod` (in `namespace`) may target the pool.
-pub fn check(policy: &Policy, pod: &PodView<'_>, namespace: &str) -> Verdict {
-    let spec = policy.spec();
-    let meta = &pod.metadata;
-    if spec
-        .brokers
-        .selector
-        .iter()
-        .all(|(k, v)| meta.label(k) == Some(v.as_str()))
-    {
-        return Verdict::Allow(Allow::Broker);
-    }
-    let Some(violation) = find_violation(policy, pod) else {
+/// Decides whether `pod` (in `namespace`) may target the pool. `creator` is the
+/// authenticated user of a CREATE (an UPDATE proves nothing about who made the pod: there
+/// the agent checks the DaemonSet against the API).
+pub fn check(
+    policy: &Policy,
+    pod: &PodView<'_>,
+    namespace: &str,
+    creator: Option<&str>,
+) -> Verdict {
+    let view = InNamespace { pod, namespace };
+    let evidence = Admission { creator };
+    let impostor = match policy.broker_check(&view, &evidence) {
+        Ok(()) => return Verdict::Allow(Allow::Broker),
+        Err(why) => why.is_impostor().then_some(why),
+    };
+    let Some(mut violation) = find_violation(policy, pod) else {
         return Verdict::Allow(Allow::NotForPool);
     };
-    if meta
-        .owner_references
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|o| o.kind.as_str() == "DaemonSet")
-    {
-        return Verdict::Allow(Allow::DaemonSet);
+    if let Some(exemption) = policy.pool_exemption(&view, &evidence) {
+        return Verdict::Allow(Allow::Exempt(exemption));
     }
-    if spec.guard.allow_namespaces.iter().any(|n| n == namespace) {
-        return Verdict::Allow(Allow::AllowedNamespace(namespace.to_owned()));
-    }
-    let sa = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.as_deref())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default");
-    let qualified = format!("{namespace}/{sa}");
-    if spec.guard.allow_service_accounts.contains(&qualified) {
-        return Verdict::Allow(Allow::AllowedServiceAccount(qualified));
+    if let Some(why) = impostor {
+        violation.message = format!("{} ({why})", violation.message);
     }
     Verdict::Violation(violation)
 }
@@ -109,7 +93,7 @@ fn find_violation(policy: &Policy, pod: &PodView<'_>) -> Option<Violation> {
     let pod_spec = pod.spec.as_ref()?;
     let taint = &spec.pool.taint;
     let taint_text = taint.to_string();
-    let tail = "only brokers (brokers.selector), DaemonSet pods and pods of guard.allowNamespaces or guard.allowServiceAccounts may use the Kafka pool";
+    let tail = WHO_MAY_USE_THE_POOL;
     if let Some((i, t)) = pod_spec
         .tolerations
         .as_deref()
