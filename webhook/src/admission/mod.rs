@@ -340,7 +340,11 @@ impl Admission {
             .or(pod.metadata.namespace.as_deref())
             .unwrap_or("default");
         let subject = subject_of(pod, req);
-        let mut d = match guard::check(self.policy(), pod, namespace) {
+        // Who made the pod is proven only on CREATE.
+        let creator = (operation == "CREATE")
+            .then(|| req.user_info.as_ref().and_then(|u| u.username.as_deref()))
+            .flatten();
+        let mut d = match guard::check(self.policy(), pod, namespace, creator) {
             Verdict::Allow(a) => Decided::allow("allow", a.code(), a.to_string()),
             Verdict::Violation(v) if self.policy().spec().mode == Mode::Audit => {
                 let mut d = Decided::allow("violation", v.rule, v.message.clone());

@@ -40,9 +40,14 @@ pub struct MetaView<'a> {
 
 /// An owner reference.
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OwnerView<'a> {
     #[serde(borrow, default)]
+    pub api_version: Str<'a>,
+    #[serde(borrow, default)]
     pub kind: Str<'a>,
+    #[serde(borrow, default)]
+    pub uid: Str<'a>,
     #[serde(borrow, default)]
     pub name: Str<'a>,
     #[serde(default)]
@@ -69,6 +74,61 @@ pub struct SpecView<'a> {
     pub service_account_name: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub node_selector: Option<Pairs<'a>>,
+    #[serde(borrow, default)]
+    pub node_name: Option<Str<'a>>,
+}
+
+/// A pod as the pool rules ([`kpool_policy::pool`]) read it: in `namespace`, the request's
+/// (a pod being created may not carry its own).
+#[derive(Debug, Clone, Copy)]
+pub struct InNamespace<'p, 'a> {
+    pub pod: &'p PodView<'a>,
+    pub namespace: &'p str,
+}
+
+impl kpool_policy::pool::PoolPod for InNamespace<'_, '_> {
+    fn namespace(&self) -> &str {
+        self.namespace
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.pod.metadata.label(key)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.pod.metadata.annotation(key)
+    }
+
+    fn controller(&self) -> Option<kpool_policy::pool::OwnerRef<'_>> {
+        self.pod
+            .metadata
+            .owner_references
+            .as_deref()?
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| kpool_policy::pool::OwnerRef {
+                api_version: o.api_version.as_str(),
+                kind: o.kind.as_str(),
+                name: o.name.as_str(),
+                uid: o.uid.as_str(),
+            })
+    }
+
+    fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn node_name(&self) -> Option<&str> {
+        self.pod.spec.as_ref()?.node_name.as_deref()
+    }
+
+    fn service_account(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// A container.
