@@ -377,3 +377,72 @@ async fn health_readiness_and_metrics() {
         assert!(text.contains(want), "metrics lack {want:?}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn delete_without_object_is_allowed_with_the_reason() {
+    // The API server sends a DELETE with `oldObject` and no `object`: nothing to inject.
+    let h = Harness::new(common::policy());
+    let mut review = common::fixture("005-update-kafka-0.json");
+    review["request"]["operation"] = json!("DELETE");
+    review["request"]
+        .as_object_mut()
+        .expect("request")
+        .remove("object");
+    for path in ["/mutate", "/validate"] {
+        let r = h.review(path, &review).await;
+        assert_eq!(r["allowed"], true, "{path}: {r}");
+        assert!(r.get("patch").is_none(), "{path}: {r}");
+    }
+    let mut null_object = review.clone();
+    null_object["request"]["object"] = Value::Null;
+    let r = h.review("/mutate", &null_object).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let lines = h.audit_lines();
+    assert_eq!(lines[0]["decision"], "skip");
+    assert_eq!(lines[0]["reason_code"], "not-create");
+    assert_eq!(
+        lines[0]["reason"],
+        "operation DELETE: kpool mutates pods on CREATE only"
+    );
+    assert_eq!(lines[0]["subject"]["name"], "kafka-0");
+    assert_eq!(lines[0]["subject"]["namespace"], "streaming");
+    assert_eq!(lines[1]["reason_code"], "not-create-or-update");
+}
+
+#[tokio::test]
+async fn a_repeated_node_selector_key_means_its_last_value() {
+    // Only a client posting directly can repeat a key; the API server's Go decoding keeps
+    // the last value, and the guard must judge the pod the API server stores.
+    let h = Harness::new(common::policy());
+    let mut review = common::fixture("003-create-sneaky-batch-dryrun.json");
+    review["request"]["object"]["spec"]["tolerations"] = json!([]);
+    review["request"]["object"]["spec"]["nodeSelector"] = json!("@@SELECTOR@@");
+    let text = review.to_string();
+    let with = |selector: &str| text.replacen("\"@@SELECTOR@@\"", selector, 1);
+
+    let (status, body) = h
+        .post(
+            "/validate",
+            with(r#"{"dedicated": "kafka", "dedicated": "batch"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let r: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+
+    let (_, body) = h
+        .post(
+            "/validate",
+            with(r#"{"dedicated": "batch", "dedicated": "kafka"}"#),
+        )
+        .await;
+    let r: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+    let message = r["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("requires the Kafka pool nodes with spec.nodeSelector dedicated=kafka"),
+        "{message}"
+    );
+}

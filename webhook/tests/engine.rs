@@ -625,3 +625,74 @@ fn affinity_levels_missing_or_null_are_created_once() {
         assert_eq!(again.decision, Decision::AlreadyInjected, "{case}");
     }
 }
+
+#[test]
+fn a_repeated_map_key_means_its_last_value() {
+    // Only a client posting directly can repeat a key; the API server's Go decoding keeps
+    // the last value, and so does kpool (serde_json's Value agrees for the other fields).
+    let injector = Injector::new(std::sync::Arc::new(policy()));
+    let pod = |labels: &str, annotations: &str| {
+        format!(
+            r#"{{"metadata": {{"name": "kafka-0", "namespace": "streaming", "labels": {{{labels}}}, "annotations": {{{annotations}}}}},
+               "spec": {{"containers": [{{"name": "kafka", "image": "k"}}]}}}}"#
+        )
+    };
+    let broker = r#""app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker""#;
+    let decide = |labels: &str, annotations: &str| {
+        injector
+            .inject_json(&pod(labels, annotations), Context::POD)
+            .expect("readable")
+            .decision
+    };
+    assert_eq!(
+        decide(
+            &format!(r#"{broker}, "app.kubernetes.io/component": "zookeeper""#),
+            ""
+        )
+        .reason()
+        .as_deref(),
+        Some(
+            "not a broker: label app.kubernetes.io/component=\"zookeeper\", brokers.selector wants \"broker\""
+        )
+    );
+    assert_eq!(
+        decide(
+            &format!(r#""app.kubernetes.io/component": "zookeeper", {broker}"#),
+            ""
+        ),
+        Decision::Inject
+    );
+    assert_eq!(
+        decide(
+            broker,
+            r#""kpool.io/inject": "false", "kpool.io/inject": "true""#
+        ),
+        Decision::Inject
+    );
+    assert!(matches!(
+        decide(
+            broker,
+            r#""kpool.io/inject": "true", "kpool.io/inject": "false""#
+        ),
+        Decision::Skip(SkipReason::OptedOut { .. })
+    ));
+    // A kpool label given twice, the last one stale: it is set again.
+    let out = injector
+        .inject_json(
+            &pod(
+                &format!(
+                    r#"{broker}, "kpool.io/rack": "k8s-a-eu-west-1a", "kpool.io/rack": "stale""#
+                ),
+                "",
+            ),
+            Context::POD,
+        )
+        .expect("readable");
+    assert!(
+        out.patch
+            .iter()
+            .any(|op| op.path == "/metadata/labels/kpool.io~1rack"),
+        "{:?}",
+        out.patch
+    );
+}

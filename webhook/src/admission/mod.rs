@@ -252,20 +252,24 @@ impl Admission {
             return d;
         }
         let operation = req.operation.as_deref().unwrap_or_default();
-        let pod = match read_pod(req) {
-            Ok(p) => p,
-            Err(d) => return *d,
-        };
-        let subject = subject_of(pod, req);
         if operation != "CREATE" {
+            // Nothing to inject, so nothing to read: a DELETE carries no object, and an
+            // unreadable one is not kpool's to refuse here.
             let mut d = Decided::allow(
                 "skip",
                 "not-create",
                 format!("operation {operation}: kpool mutates pods on CREATE only"),
             );
-            d.subject = subject;
+            if let Some(Object::Pod(pod)) = &req.object {
+                d.subject = subject_of(pod, req);
+            }
             return d;
         }
+        let pod = match read_pod(req) {
+            Ok(p) => p,
+            Err(d) => return *d,
+        };
+        let subject = subject_of(pod, req);
         let ctx = Context {
             namespace: req.namespace.as_deref(),
             target: Target::Pod,
@@ -340,11 +344,7 @@ impl Admission {
             .or(pod.metadata.namespace.as_deref())
             .unwrap_or("default");
         let subject = subject_of(pod, req);
-        // Who made the pod is proven only on CREATE.
-        let creator = (operation == "CREATE")
-            .then(|| req.user_info.as_ref().and_then(|u| u.username.as_deref()))
-            .flatten();
-        let mut d = match guard::check(self.policy(), pod, namespace, creator) {
+        let mut d = match guard::check(self.policy(), pod, namespace) {
             Verdict::Allow(a) => Decided::allow("allow", a.code(), a.to_string()),
             Verdict::Violation(v) if self.policy().spec().mode == Mode::Audit => {
                 let mut d = Decided::allow("violation", v.rule, v.message.clone());

@@ -268,16 +268,17 @@ impl MetaView<'_> {
 }
 
 /// A string map kept as pairs in document order: label and annotation maps are small, and
-/// a linear scan beats hashing them.
+/// a linear scan beats hashing them. A key given twice (only a client posting directly can
+/// send that) means its last value, as the API server's Go decoding reads it.
 #[derive(Debug, Default)]
 pub struct Pairs<'a>(pub Vec<(Str<'a>, Str<'a>)>);
 
 impl Pairs<'_> {
-    /// The value of `key`.
+    /// The value of `key`: the last one, when the key is repeated.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, _)| k.as_str() == key)
+            .rfind(|(k, _)| k.as_str() == key)
             .map(|(_, v)| v.as_str())
     }
 }
