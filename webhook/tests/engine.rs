@@ -626,6 +626,166 @@ fn affinity_levels_missing_or_null_are_created_once() {
     }
 }
 
+/// The env entries of `name` in container `c`, in order.
+fn env_all<'v>(c: &'v Value, name: &str) -> Vec<&'v Value> {
+    c["env"]
+        .as_array()
+        .map(|es| es.iter().filter(|e| e["name"] == name).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn duplicate_identity_env_ends_once_with_kpools_value() {
+    // The kubelet uses the last entry of a name: kafka-0 is node 0 in rack
+    // k8s-a-eu-west-1a, whatever the later duplicates say.
+    let pod = broker_pod(
+        "kafka-0",
+        json!({"containers": [{
+            "name": "kafka", "image": "k",
+            "env": [
+                {"name": "KAFKA_NODE_ID", "value": "0"},
+                {"name": "KAFKA_BROKER_RACK", "value": "mine"},
+                {"name": "JAVA_OPTS", "value": "-Xmx1g"},
+                {"name": "KAFKA_NODE_ID", "value": "7"},
+                {"name": "KAFKA_BROKER_RACK", "value": "k8s-a-eu-west-1a"},
+                {"name": "HOST_IP", "value": "1.2.3.4"},
+                {"name": "KAFKA_NODE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                {"name": "JAVA_OPTS", "value": "-Xmx2g"},
+                {"name": "HOST_IP", "value": "5.6.7.8"}
+            ]
+        }]}),
+    );
+    let (out, patched) = inject(&policy(), &pod, Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+    let kafka = container(&patched, "containers", "kafka");
+    for (name, want) in [
+        (
+            "KAFKA_NODE_ID",
+            json!({"name": "KAFKA_NODE_ID", "value": "0"}),
+        ),
+        (
+            "KAFKA_BROKER_RACK",
+            json!({"name": "KAFKA_BROKER_RACK", "value": "k8s-a-eu-west-1a"}),
+        ),
+        (
+            "HOST_IP",
+            json!({"name": "HOST_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}}),
+        ),
+    ] {
+        assert_eq!(env_all(kafka, name), [&want], "{name} in {kafka}");
+    }
+    // The pod's own duplicates are not kpool's business.
+    assert_eq!(env_all(kafka, "JAVA_OPTS").len(), 2, "{kafka}");
+    // The kept entry is the first: kpool's value is defined as early as the pod defined it.
+    assert_eq!(kafka["env"][0]["name"], "KAFKA_NODE_ID");
+    let (again, _) = inject(&policy(), &patched, Context::POD);
+    assert_eq!(
+        again.decision,
+        Decision::AlreadyInjected,
+        "{:?}",
+        again.patch
+    );
+}
+
+#[test]
+fn a_later_duplicate_of_a_correct_identity_env_is_removed() {
+    // The reported case: the first entry already has kpool's value, the second overrides it.
+    let pod = broker_pod(
+        "kafka-0",
+        json!({"containers": [{
+            "name": "kafka", "image": "k",
+            "env": [
+                {"name": "KAFKA_NODE_ID", "value": "0"},
+                {"name": "KAFKA_NODE_ID", "value": "5"}
+            ]
+        }]}),
+    );
+    let (out, patched) = inject(&policy(), &pod, Context::POD);
+    assert!(
+        out.patch
+            .iter()
+            .any(|op| op.op == kpool_webhook::inject::patch::Op::Remove
+                && op.path == "/spec/containers/0/env/1"),
+        "{:?}",
+        out.patch
+    );
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(
+        env_all(kafka, "KAFKA_NODE_ID"),
+        [&json!({"name": "KAFKA_NODE_ID", "value": "0"})]
+    );
+}
+
+#[test]
+fn duplicate_env_under_keep_is_judged_by_the_entry_the_kubelet_uses() {
+    let keep = policy_with("  env: replace", "  env: keep");
+    let env = |values: [&str; 2]| {
+        broker_pod(
+            "kafka-0",
+            json!({"containers": [{
+                "name": "kafka", "image": "k",
+                "env": [
+                    {"name": "KAFKA_BROKER_RACK", "value": values[0]},
+                    {"name": "KAFKA_BROKER_RACK", "value": values[1]}
+                ]
+            }]}),
+        )
+    };
+    // The last entry is not kpool's: kept (the pod's choice) and said so.
+    let (out, patched) = inject(&keep, &env(["k8s-a-eu-west-1a", "mine"]), Context::POD);
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(env_all(kafka, "KAFKA_BROKER_RACK").len(), 2);
+    assert!(
+        out.notes.iter().any(|n| n.contains(
+            "kept env KAFKA_BROKER_RACK (the last of its 2 entries, which the kubelet uses)"
+        )),
+        "{:?}",
+        out.notes
+    );
+    // The last entry is kpool's: nothing to say.
+    let (out, _) = inject(&keep, &env(["mine", "k8s-a-eu-west-1a"]), Context::POD);
+    assert!(
+        !out.notes.iter().any(|n| n.contains("KAFKA_BROKER_RACK")),
+        "{:?}",
+        out.notes
+    );
+}
+
+#[test]
+fn env_duplicates_beyond_the_bound_are_denied_naming_it() {
+    use kpool_webhook::inject::MAX_ENV_DUPLICATES;
+    let pod = |duplicates: usize| {
+        let env: Vec<Value> = (0..=duplicates)
+            .map(|i| json!({"name": "KAFKA_NODE_ID", "value": i.to_string()}))
+            .collect();
+        broker_pod(
+            "kafka-0",
+            json!({"containers": [{"name": "kafka", "image": "k", "env": env}]}),
+        )
+    };
+    let (out, patched) = inject(&policy(), &pod(MAX_ENV_DUPLICATES), Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+    let kafka = container(&patched, "containers", "kafka");
+    assert_eq!(
+        env_all(kafka, "KAFKA_NODE_ID"),
+        [&json!({"name": "KAFKA_NODE_ID", "value": "0"})]
+    );
+
+    let (out, _) = inject(&policy(), &pod(MAX_ENV_DUPLICATES + 1), Context::POD);
+    let Decision::Deny(reason) = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(reason.code(), "too-many-env-duplicates");
+    assert_eq!(
+        reason.to_string(),
+        format!(
+            "broker container has {} duplicate entries of env names kpool sets, the first at spec.containers[0].env[1] (\"KAFKA_NODE_ID\"); kpool removes at most {MAX_ENV_DUPLICATES}: set each name once",
+            MAX_ENV_DUPLICATES + 1
+        )
+    );
+    assert!(out.patch.is_empty());
+}
+
 #[test]
 fn a_repeated_map_key_means_its_last_value() {
     // Only a client posting directly can repeat a key; the API server's Go decoding keeps

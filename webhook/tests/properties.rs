@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kpool_webhook::inject::{Context, Decision, Injector};
@@ -42,6 +42,23 @@ fn env_var() -> impl Strategy<Value = Value> {
         "[a-z0-9 ]{0,8}",
     )
         .prop_map(|(n, v)| json!({"name": n, "value": v}))
+}
+
+/// An entry of an env name kpool sets, by value or by field (duplicates of these are
+/// removed, so the kubelet cannot pick another value).
+fn policy_env_var() -> impl Strategy<Value = Value> {
+    (
+        prop::sample::select(&POLICY_ENV[..]),
+        prop_oneof![
+            "[a-z0-9-]{0,8}".prop_map(|v| json!({"value": v})),
+            Just(json!({"value": "0"})),
+            Just(json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}})),
+        ],
+    )
+        .prop_map(|(n, mut v)| {
+            v["name"] = json!(n);
+            v
+        })
 }
 
 fn unique_by_name(items: Vec<Value>) -> Vec<Value> {
@@ -140,6 +157,7 @@ prop_compose! {
         stale_rack in any::<bool>(),
         annotations in prop::option::of(prop::collection::btree_map("[a-z]{1,6}\\.io/[a-z]{1,6}", "[ -~]{0,12}", 0..3)),
         kafka in container(Just("kafka".to_owned())),
+        kafka_duplicates in prop::collection::vec((policy_env_var(), any::<prop::sample::Index>()), 0..4),
         others in prop::collection::vec(container(name_from(&["jmx-exporter", "log-shipper", "cruise"])), 0..3),
         init in prop::option::of(prop::collection::vec(container(name_from(&["init-a", "log-shipper-native"])), 0..2)),
         volumes in prop::option::of(prop::collection::vec(name_from(&["data", "config", "logs", "tmp"]), 0..4)),
@@ -168,6 +186,18 @@ prop_compose! {
         }
         if let Some(a) = annotations {
             meta["annotations"] = json!(a);
+        }
+        // Entries of kpool's env names anywhere in the broker's env, repeating what is there
+        // or each other.
+        let mut kafka = kafka;
+        if !kafka_duplicates.is_empty() {
+            let env = kafka["env"].as_array().cloned().unwrap_or_default();
+            let mut env = env;
+            for (entry, at) in kafka_duplicates {
+                let i = at.index(env.len() + 1);
+                env.insert(i, entry);
+            }
+            kafka["env"] = Value::Array(env);
         }
         let mut containers = vec![kafka];
         containers.extend(others);
@@ -231,11 +261,20 @@ fn preserved(orig: &Value, new: &Value, path: &str) -> Result<(), String> {
             let named = o
                 .iter()
                 .all(|v| v.get("name").is_some_and(Value::is_string));
+            // The k-th item of a repeated name is matched with the k-th of that name.
+            let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
             for (i, ov) in o.iter().enumerate() {
                 if named {
                     let name = ov["name"].as_str().unwrap_or_default();
+                    let k = seen.entry(name).or_default();
+                    let occurrence = *k;
+                    *k += 1;
                     let p = format!("{path}[{name}]");
-                    match n.iter().find(|nv| nv["name"] == ov["name"]) {
+                    match n
+                        .iter()
+                        .filter(|nv| nv["name"] == ov["name"])
+                        .nth(occurrence)
+                    {
                         Some(nv) => preserved(ov, nv, &p)?,
                         None if exempt(&p) => {}
                         None => return Err(format!("{p}: lost")),
@@ -275,6 +314,16 @@ proptest! {
         let typed: Result<Pod, _> = serde_json::from_value(patched.clone());
         prop_assert!(typed.is_ok(), "not a Pod: {:?}", typed.err());
         preserved(&pod, &patched, "").map_err(TestCaseError::fail)?;
+        let kafka = patched["spec"]["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "kafka"))
+            .expect("broker container");
+        for name in POLICY_ENV {
+            let n = kafka["env"]
+                .as_array()
+                .map_or(0, |es| es.iter().filter(|e| e["name"] == name).count());
+            prop_assert_eq!(n, 1, "{} in {}", name, kafka["env"]);
+        }
 
         let again = injector.inject(&patched, Context::POD).expect("readable");
         prop_assert_eq!(&again.decision, &Decision::AlreadyInjected);

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::patch::{RawJson, container_path, join, push_index, push_segment, write_json_str};
 use super::pod::{EnvView, MetaView, SpecView};
 use super::sidecar::append_all;
-use super::{PatchOp, Piece, Plan};
+use super::{DenyReason, MAX_ENV_DUPLICATES, PatchOp, Piece, Plan};
 
 /// Ensures the identity labels. `kpool.io/*` labels are kpool's own, so they are always
 /// set to the policy's values.
@@ -46,11 +46,29 @@ pub(super) fn labels(plan: &mut Plan<'_>, meta: &MetaView<'_>, id: Option<&Broke
     }
 }
 
-/// An env var kpool wants on the broker container.
+/// An env var kpool wants on the broker container, and where the container has it.
 struct Want<'a> {
     piece: Piece,
     name: &'a str,
     source: Source<'a>,
+    /// How many entries of this name the container has, and the first one's index.
+    count: usize,
+    first: usize,
+    /// The last one's index: the kubelet uses the last of duplicates.
+    last: usize,
+}
+
+impl<'a> Want<'a> {
+    fn new(piece: Piece, name: &'a str, source: Source<'a>) -> Self {
+        Self {
+            piece,
+            name,
+            source,
+            count: 0,
+            first: 0,
+            last: 0,
+        }
+    }
 }
 
 enum Source<'a> {
@@ -92,22 +110,21 @@ impl Want<'_> {
 }
 
 /// Ensures the broker container's env: identity, advertised listener, and the probe's
-/// downward-API variables.
+/// downward-API variables, each exactly once. The kubelet uses the last entry of a name, so
+/// duplicates of a name kpool sets are removed (the first entry is kept, with kpool's
+/// value), at most [`MAX_ENV_DUPLICATES`] of them; with `conflicts.env: keep` the pod's
+/// entries stay and the last one is what counts.
 pub(super) fn env(
     plan: &mut Plan<'_>,
     spec: &SpecView<'_>,
     broker: usize,
     id: Option<&BrokerIdentity<'_>>,
-) {
+) -> Result<(), DenyReason> {
     let injector = plan.injector;
     let policy = &*injector.policy;
     let p = policy.spec();
     fn value<'a>(piece: Piece, name: &'a str, v: impl Into<Cow<'a, str>>) -> Want<'a> {
-        Want {
-            piece,
-            name,
-            source: Source::Value(v.into()),
-        }
+        Want::new(piece, name, Source::Value(v.into()))
     }
     let mut want: Vec<Want<'_>> = Vec::with_capacity(10);
     want.push(value(
@@ -137,11 +154,7 @@ pub(super) fn env(
             .fixed
             .downward_env
             .iter()
-            .map(|(name, path, raw)| Want {
-                piece: Piece::ProbeEnv,
-                name,
-                source: Source::Field(path, raw),
-            }),
+            .map(|(name, path, raw)| Want::new(Piece::ProbeEnv, name, Source::Field(path, raw))),
     );
 
     let container = &spec.containers.as_deref().unwrap_or_default()[broker];
@@ -154,29 +167,77 @@ pub(super) fn env(
         }
         let entries = want.iter().map(Want::entry).collect();
         append_all(plan, Piece::IdentityEnv, &base, false, entries);
-        return;
+        return Ok(());
     };
+    // One pass finds every entry of a wanted name.
+    let mut duplicates = 0;
+    let mut first_duplicate = 0;
+    for (i, e) in existing.iter().enumerate() {
+        if let Some(w) = want.iter_mut().find(|w| w.name == e.name.as_str()) {
+            if w.count == 0 {
+                w.first = i;
+            } else {
+                if duplicates == 0 {
+                    first_duplicate = i;
+                }
+                duplicates += 1;
+            }
+            w.last = i;
+            w.count += 1;
+        }
+    }
+    let keep = p.conflicts.env == OnConflict::Keep;
+    if !keep && duplicates > MAX_ENV_DUPLICATES {
+        return Err(DenyReason::TooManyEnvDuplicates {
+            location: format!("spec.containers[{broker}].env[{first_duplicate}]"),
+            name: existing[first_duplicate].name.as_str().to_owned(),
+            duplicates,
+            max: MAX_ENV_DUPLICATES,
+        });
+    }
     let mut appends = Vec::new();
     for w in &want {
-        match existing.iter().position(|e| e.name.as_str() == w.name) {
-            None => appends.push(w),
-            Some(i) if w.is_met_by(&existing[i]) => {}
-            Some(_) if p.conflicts.env == OnConflict::Keep => {
+        if w.count == 0 {
+            appends.push(w);
+        } else if keep {
+            if !w.is_met_by(&existing[w.last]) {
+                let which = if w.count > 1 {
+                    format!(
+                        " (the last of its {} entries, which the kubelet uses)",
+                        w.count
+                    )
+                } else {
+                    String::new()
+                };
                 plan.notes.push(format!(
-                    "kept env {} of container {:?} as the pod sets it (conflicts.env: keep); the policy wants {}",
+                    "kept env {}{which} of container {:?} as the pod sets it (conflicts.env: keep); the policy wants {}",
                     w.name,
                     container.name.as_str(),
                     w.entry().as_str()
                 ));
             }
-            Some(i) => {
+        } else if !w.is_met_by(&existing[w.first]) {
+            let mut path = join(&base, "/");
+            push_index(&mut path, w.first);
+            plan.push(w.piece, PatchOp::replace(path, w.entry()));
+        }
+    }
+    if duplicates > 0 && !keep {
+        // Every later entry of a wanted name goes, from the end, so no removal shifts an
+        // index another operation refers to (the replacements above are at first entries,
+        // which are not removed, and are applied before).
+        for (i, e) in existing.iter().enumerate().rev() {
+            if let Some(w) = want.iter().find(|w| w.name == e.name.as_str())
+                && i != w.first
+            {
                 let mut path = join(&base, "/");
                 push_index(&mut path, i);
-                plan.push(w.piece, PatchOp::replace(path, w.entry()));
+                plan.push(w.piece, PatchOp::remove(path));
             }
         }
     }
     for w in appends {
         plan.push(w.piece, PatchOp::add(join(&base, "/-"), w.entry()));
     }
+    Ok(())
 }

@@ -23,6 +23,10 @@ pub use patch::PatchOp;
 pub use pod::{PodError, PodView};
 pub use status::{STATUS_ANNOTATION, Status};
 
+/// At most this many duplicate env entries of the names kpool sets are removed from the
+/// broker container, one operation each; a pod with more is denied naming this number.
+pub const MAX_ENV_DUPLICATES: usize = 64;
+
 /// What the engine is looking at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -160,6 +164,15 @@ pub enum DenyReason {
     },
     /// The pod has no `spec`.
     NoSpec,
+    /// More duplicates of kpool's env names in the broker container than kpool removes.
+    TooManyEnvDuplicates {
+        /// Where the first duplicate is (`spec.containers[0].env[3]`).
+        location: String,
+        /// Its name.
+        name: String,
+        duplicates: usize,
+        max: usize,
+    },
 }
 
 impl DenyReason {
@@ -171,6 +184,7 @@ impl DenyReason {
             Self::NoBrokerContainer { .. } => "no-broker-container",
             Self::NameClash { .. } => "name-clash",
             Self::NoSpec => "no-spec",
+            Self::TooManyEnvDuplicates { .. } => "too-many-env-duplicates",
         }
     }
 }
@@ -195,6 +209,15 @@ impl fmt::Display for DenyReason {
                 "{what} {name:?} already exists at {location} and was not injected by kpool; rename it or change {field}"
             ),
             Self::NoSpec => write!(f, "broker pod has no spec"),
+            Self::TooManyEnvDuplicates {
+                location,
+                name,
+                duplicates,
+                max,
+            } => write!(
+                f,
+                "broker container has {duplicates} duplicate entries of env names kpool sets, the first at {location} ({name:?}); kpool removes at most {max}: set each name once"
+            ),
         }
     }
 }
@@ -434,7 +457,8 @@ impl Plan<'_> {
         let Some(spec) = pod.spec.as_ref() else {
             return Err(DenyReason::NoSpec);
         };
-        // Clashes are checked before any operation is emitted.
+        // Clashes are checked before any operation is emitted; the env duplicates bound
+        // where they are scanned, and a denial drops what was emitted.
         let mut sidecar = sidecar::prepare(self, spec, id, namespace)?;
         let bin_volume = probe::check_clashes(self, spec, broker)?;
 
@@ -447,7 +471,7 @@ impl Plan<'_> {
         // no operation refers to an index the insert has shifted.
         probe::installer(self, spec);
         sidecar::apply_container(self, spec, sidecar);
-        identity::env(self, spec, broker, id);
+        identity::env(self, spec, broker, id)?;
         probe::mount_and_probe(self, spec, broker);
         status::annotation(self, &pod.metadata, id);
         Ok(())

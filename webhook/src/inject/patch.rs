@@ -78,12 +78,15 @@ impl fmt::Debug for RawJson {
 
 pub use kpool_policy::push_json_str as write_json_str;
 
-/// The operation kind. kpool only adds (which also replaces an existing object member) or
-/// replaces array items, so the pod's other fields are never rewritten.
+/// The operation kind. kpool adds (which also replaces an existing object member),
+/// replaces array items, and removes the duplicates of env entries it owns, so the pod's
+/// other fields are never rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Add,
     Replace,
+    /// Removes the array item at `path`; the operation's value is not used.
+    Remove,
 }
 
 /// One patch operation.
@@ -113,6 +116,15 @@ impl PatchOp {
         }
     }
 
+    /// A `remove` operation (its value is JSON `null` and is not written).
+    pub fn remove(path: impl Into<String>) -> Self {
+        Self {
+            op: Op::Remove,
+            path: path.into(),
+            value: RawJson::trusted("null".to_owned()),
+        }
+    }
+
     /// The JSON pointer the operation targets.
     pub fn path(&self) -> &str {
         &self.path
@@ -120,11 +132,14 @@ impl PatchOp {
 
     /// The operation as a JSON value.
     pub fn to_value(&self) -> Value {
-        serde_json::json!({
-            "op": match self.op { Op::Add => "add", Op::Replace => "replace" },
-            "path": self.path,
-            "value": self.value.to_value(),
-        })
+        match self.op {
+            Op::Remove => serde_json::json!({"op": "remove", "path": self.path}),
+            Op::Add | Op::Replace => serde_json::json!({
+                "op": if self.op == Op::Add { "add" } else { "replace" },
+                "path": self.path,
+                "value": self.value.to_value(),
+            }),
+        }
     }
 }
 
@@ -199,10 +214,13 @@ pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
         out.push_str(match op.op {
             Op::Add => "{\"op\":\"add\",\"path\":",
             Op::Replace => "{\"op\":\"replace\",\"path\":",
+            Op::Remove => "{\"op\":\"remove\",\"path\":",
         });
         write_json_str(&mut out, &op.path);
-        out.push_str(",\"value\":");
-        out.push_str(op.value.as_str());
+        if op.op != Op::Remove {
+            out.push_str(",\"value\":");
+            out.push_str(op.value.as_str());
+        }
         out.push('}');
     }
     out.push(']');
@@ -257,14 +275,16 @@ mod tests {
         let ops = [
             PatchOp::add("/a", RawJson::value(&json!({"x": [1]}))),
             PatchOp::replace("/b/0", RawJson::string("q\"uote")),
+            PatchOp::remove("/c/1"),
         ];
         let text = to_json(&ops);
         assert_eq!(
             std::str::from_utf8(&text).expect("utf8"),
-            r#"[{"op":"add","path":"/a","value":{"x":[1]}},{"op":"replace","path":"/b/0","value":"q\"uote"}]"#
+            r#"[{"op":"add","path":"/a","value":{"x":[1]}},{"op":"replace","path":"/b/0","value":"q\"uote"},{"op":"remove","path":"/c/1"}]"#
         );
         let parsed: Value = serde_json::from_slice(&text).expect("valid JSON");
         assert_eq!(parsed[0], ops[0].to_value());
+        assert_eq!(parsed[2], ops[2].to_value());
         assert_eq!(to_json(&[]), b"[]");
     }
 
