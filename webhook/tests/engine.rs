@@ -786,6 +786,106 @@ fn env_duplicates_beyond_the_bound_are_denied_naming_it() {
     assert!(out.patch.is_empty());
 }
 
+/// `n` required node selector terms, each with `exprs` expressions of its own.
+fn terms(n: usize, exprs: usize) -> Value {
+    let terms: Vec<Value> = (0..n)
+        .map(|t| {
+            let e: Vec<Value> = (0..exprs)
+                .map(|i| json!({"key": format!("k{i}"), "operator": "In", "values": [format!("v{t}")]}))
+                .collect();
+            json!({"matchExpressions": e})
+        })
+        .collect();
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}})
+}
+
+#[test]
+fn node_selector_terms_up_to_the_bound_are_merged_and_beyond_it_denied() {
+    use kpool_webhook::inject::MAX_NODE_SELECTOR_TERMS;
+    let pod = broker_pod(
+        "kafka-0",
+        json!({"affinity": terms(MAX_NODE_SELECTOR_TERMS, 2)}),
+    );
+    let (out, patched) = inject(&policy(), &pod, Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+    let merged = patched["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .as_array()
+        .expect("terms");
+    assert_eq!(merged.len(), MAX_NODE_SELECTOR_TERMS);
+    for term in merged {
+        assert_eq!(term["matchExpressions"].as_array().map(Vec::len), Some(4));
+    }
+
+    let (out, _) = inject(
+        &policy(),
+        &broker_pod(
+            "kafka-0",
+            json!({"affinity": terms(MAX_NODE_SELECTOR_TERMS + 1, 2)}),
+        ),
+        Context::POD,
+    );
+    let Decision::Deny(reason) = &out.decision else {
+        panic!("{:?}", out.decision)
+    };
+    assert_eq!(reason.code(), "too-many-node-selector-terms");
+    assert_eq!(
+        reason.to_string(),
+        format!(
+            "broker pod has {} required node selector terms at spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms; kpool ANDs the pool and zone into each term and accepts at most {MAX_NODE_SELECTOR_TERMS}: merge the terms",
+            MAX_NODE_SELECTOR_TERMS + 1
+        )
+    );
+    assert!(out.patch.is_empty());
+    // A template is bounded the same way.
+    let (out, _) = inject(
+        &policy(),
+        &broker_pod("x", json!({"affinity": terms(30_000, 0)})),
+        Context::TEMPLATE,
+    );
+    assert!(
+        matches!(
+            out.decision,
+            Decision::Deny(DenyReason::TooManyNodeSelectorTerms { found: 30_000, .. })
+        ),
+        "{:?}",
+        out.decision
+    );
+}
+
+#[test]
+fn names_longer_than_kubernetes_allows_are_denied() {
+    use kpool_webhook::inject::{MAX_NAMESPACE_BYTES, MAX_POD_NAME_BYTES};
+    let longest = format!("{}-0", "k".repeat(MAX_POD_NAME_BYTES - 2));
+    let (out, _) = inject(&policy(), &broker_pod(&longest, json!({})), Context::POD);
+    assert_eq!(out.decision, Decision::Inject);
+
+    let too_long = format!("{}-0", "k".repeat(MAX_POD_NAME_BYTES - 1));
+    let (out, _) = inject(&policy(), &broker_pod(&too_long, json!({})), Context::POD);
+    assert_eq!(
+        out.decision.reason().as_deref(),
+        Some(
+            "broker pod name is 254 bytes; Kubernetes allows at most 253 and kpool renders it into the broker's env and sidecar"
+        )
+    );
+
+    let mut pod = broker_pod("kafka-0", json!({}));
+    pod["metadata"]["namespace"] = json!("n".repeat(MAX_NAMESPACE_BYTES + 1));
+    let (out, _) = inject(&policy(), &pod, Context::TEMPLATE);
+    assert!(
+        matches!(
+            out.decision,
+            Decision::Deny(DenyReason::NameTooLong {
+                what: "namespace",
+                len: 64,
+                max: 63
+            })
+        ),
+        "{:?}",
+        out.decision
+    );
+}
+
 #[test]
 fn a_repeated_map_key_means_its_last_value() {
     // Only a client posting directly can repeat a key; the API server's Go decoding keeps

@@ -1,13 +1,20 @@
 //! Property tests over generated pods: the patch always applies, the result is a valid
-//! Pod, injection is idempotent, and nothing the pod had is lost unless the policy
-//! replaces it.
+//! Pod, injection is idempotent, nothing the pod had is lost unless the policy replaces it,
+//! and answers stay proportionate whatever the pod holds.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Pod;
-use kpool_webhook::inject::{Context, Decision, Injector};
+use kpool_webhook::admission::{Admission, Endpoint};
+use kpool_webhook::audit::{AuditLog, AuditTarget};
+use kpool_webhook::inject::{
+    Context, Decision, Injector, MAX_ENV_DUPLICATES, MAX_NAMESPACE_BYTES, MAX_NODE_SELECTOR_TERMS,
+    MAX_POD_NAME_BYTES,
+};
+use kpool_webhook::metrics::Metrics;
 use kpool_webhook::offline::apply_patch;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -300,7 +307,7 @@ proptest! {
     #[test]
     fn injection_applies_is_valid_idempotent_and_loses_nothing(pod in pod()) {
         let policy = common::policy();
-        let injector = Injector::new(std::sync::Arc::new(policy.clone()));
+        let injector = Injector::new(Arc::new(policy.clone()));
         let out = injector.inject(&pod, Context::POD).expect("generated pods are readable");
         match &out.decision {
             Decision::Inject => {}
@@ -337,7 +344,7 @@ proptest! {
     #[test]
     fn template_then_admission_is_idempotent(pod in pod()) {
         let policy = common::policy();
-        let injector = Injector::new(std::sync::Arc::new(policy.clone()));
+        let injector = Injector::new(Arc::new(policy.clone()));
         let mut template = pod.clone();
         let out = injector.inject(&template, Context::TEMPLATE).expect("readable");
         apply_patch(&mut template, &out.patch).map_err(TestCaseError::fail)?;
@@ -351,7 +358,7 @@ proptest! {
     #[test]
     fn arbitrary_json_never_panics(v in arbitrary_json()) {
         let policy = common::policy();
-        let injector = Injector::new(std::sync::Arc::new(policy.clone()));
+        let injector = Injector::new(Arc::new(policy.clone()));
         let _ = injector.inject(&v, Context::POD);
         let _ = injector.inject_json(&v.to_string(), Context::POD);
     }
@@ -417,7 +424,7 @@ fn the_loss_checker_can_fail() {
 fn generated_pods_mostly_get_injected() {
     use proptest::strategy::ValueTree;
     let policy = common::policy();
-    let injector = Injector::new(std::sync::Arc::new(policy.clone()));
+    let injector = Injector::new(Arc::new(policy.clone()));
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let injected = (0..200)
         .filter(|_| {
@@ -433,4 +440,192 @@ fn generated_pods_mostly_get_injected() {
         injected > 120,
         "only {injected}/200 generated pods were injected"
     );
+}
+
+/// One admission handler for every case (its audit log is a thread and a file).
+fn admission() -> &'static Admission {
+    static ADMISSION: OnceLock<(Admission, tempfile::TempDir)> = OnceLock::new();
+    &ADMISSION
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tmp");
+            let metrics = Arc::new(Metrics::new());
+            let audit = AuditLog::start(
+                AuditTarget::File {
+                    path: dir.path().join("audit.jsonl"),
+                    max_bytes: 1 << 20,
+                    max_files: 1,
+                },
+                metrics.clone(),
+            )
+            .expect("audit log");
+            (
+                Admission::new(Arc::new(common::policy()), metrics, audit),
+                dir,
+            )
+        })
+        .0
+}
+
+/// The most any answer may be, whatever the request (the largest patch within every bound
+/// is about 35 KB, 47 KB as the answer's base64).
+const ANSWER_CAP: usize = 64 * 1024;
+
+/// The most operations a patch may have: every piece once (about 25) plus two per node
+/// selector term and one per removed env duplicate.
+const OPS_CAP: usize = 32 + 2 * MAX_NODE_SELECTOR_TERMS + MAX_ENV_DUPLICATES;
+
+/// A broker pod made to push every bound: many terms of one shape, many entries of kpool's
+/// env names, many containers and tolerations, long names.
+#[derive(Debug, Clone)]
+struct Big {
+    terms: usize,
+    term: Value,
+    duplicates: usize,
+    containers: usize,
+    tolerations: usize,
+    name: usize,
+    namespace: usize,
+}
+
+fn big() -> impl Strategy<Value = Big> {
+    (
+        prop_oneof![
+            0..=3usize,
+            MAX_NODE_SELECTOR_TERMS - 2..=MAX_NODE_SELECTOR_TERMS + 2,
+            0..=3 * MAX_NODE_SELECTOR_TERMS,
+        ],
+        prop::sample::select(vec![
+            json!({}),
+            json!({"matchExpressions": []}),
+            json!({"matchExpressions": [{"key": "disk", "operator": "Exists"}]}),
+            json!({"matchExpressions": [{"key": "dedicated", "operator": "In", "values": ["kafka"]}]}),
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}),
+        ]),
+        prop_oneof![
+            0..=3usize,
+            MAX_ENV_DUPLICATES - 2..=MAX_ENV_DUPLICATES + 2,
+            0..=3 * MAX_ENV_DUPLICATES,
+        ],
+        0..200usize,
+        0..200usize,
+        prop_oneof![1..=12usize, MAX_POD_NAME_BYTES - 4..=MAX_POD_NAME_BYTES + 4],
+        prop_oneof![1..=12usize, MAX_NAMESPACE_BYTES - 2..=MAX_NAMESPACE_BYTES + 2],
+    )
+        .prop_map(
+            |(terms, term, duplicates, containers, tolerations, name, namespace)| Big {
+                terms,
+                term,
+                duplicates,
+                containers,
+                tolerations,
+                name,
+                namespace,
+            },
+        )
+}
+
+impl Big {
+    fn pod_name(&self) -> String {
+        format!("{}-0", "k".repeat(self.name.saturating_sub(2)))
+    }
+
+    fn namespace(&self) -> String {
+        "n".repeat(self.namespace)
+    }
+
+    fn pod(&self) -> Value {
+        // Each of kpool's names once, then `duplicates` more of them.
+        let env: Vec<Value> = (0..POLICY_ENV.len() + self.duplicates)
+            .map(|i| json!({"name": POLICY_ENV[i % POLICY_ENV.len()], "value": i.to_string()}))
+            .collect();
+        let mut containers = vec![json!({"name": "kafka", "image": "k", "env": env})];
+        containers.extend((0..self.containers).map(|i| {
+            json!({"name": format!("c{i}"), "image": "x",
+                   "env": [{"name": "KAFKA_NODE_ID", "value": "9"}, {"name": "KAFKA_NODE_ID", "value": "8"}],
+                   "volumeMounts": [{"name": "data", "mountPath": "/kpool/bin"}]})
+        }));
+        let tolerations: Vec<Value> = (0..self.tolerations)
+            .map(|i| json!({"key": format!("k{i}"), "operator": "Exists"}))
+            .collect();
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": self.pod_name(), "namespace": self.namespace(),
+                "labels": {"app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker"}
+            },
+            "spec": {
+                "containers": containers,
+                "tolerations": tolerations,
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": vec![self.term.clone(); self.terms]
+                }}}
+            }
+        })
+    }
+
+    /// The denial this pod must get, if any (the engine checks names first).
+    fn expected_denial(&self) -> Option<&'static str> {
+        if self.namespace > MAX_NAMESPACE_BYTES || self.pod_name().len() > MAX_POD_NAME_BYTES {
+            Some("name-too-long")
+        } else if self.terms > MAX_NODE_SELECTOR_TERMS {
+            Some("too-many-node-selector-terms")
+        } else if self.duplicates > MAX_ENV_DUPLICATES {
+            Some("too-many-env-duplicates")
+        } else {
+            None
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// However many terms, duplicates, containers and tolerations a broker pod has, the
+    /// answer is at most `ANSWER_CAP` and the patch at most `OPS_CAP` operations; past a
+    /// bound the pod is denied naming it, within every bound it is injected with each of
+    /// kpool's env names exactly once, and injecting again changes nothing.
+    #[test]
+    fn answers_stay_proportionate(big in big()) {
+        let pod = big.pod();
+        let injector = Injector::new(Arc::new(common::policy()));
+        let out = injector.inject(&pod, Context::POD).expect("readable");
+        match (big.expected_denial(), &out.decision) {
+            (Some(code), Decision::Deny(reason)) => prop_assert_eq!(reason.code(), code),
+            (None, Decision::Inject) => {}
+            (want, got) => prop_assert!(false, "expected {:?}, got {:?}", want, got),
+        }
+        prop_assert!(out.patch.len() <= OPS_CAP, "{} operations", out.patch.len());
+
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "0b6a4b4e-4b1c-4a5e-9f5e-1f2d3c4b5a69",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE", "namespace": big.namespace(), "object": pod,
+            }
+        })
+        .to_string();
+        for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+            let reply = admission().handle(endpoint, review.as_bytes());
+            prop_assert_eq!(reply.status, 200);
+            prop_assert!(
+                reply.body.len() <= ANSWER_CAP,
+                "{:?}: {} request bytes, {} answer bytes",
+                endpoint,
+                review.len(),
+                reply.body.len()
+            );
+        }
+
+        if out.decision == Decision::Inject {
+            let mut patched = pod.clone();
+            apply_patch(&mut patched, &out.patch).map_err(TestCaseError::fail)?;
+            let env = patched["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default();
+            for name in POLICY_ENV {
+                prop_assert_eq!(env.iter().filter(|e| e["name"] == name).count(), 1, "{}", name);
+            }
+            let again = injector.inject(&patched, Context::POD).expect("readable");
+            prop_assert_eq!(&again.decision, &Decision::AlreadyInjected, "{:?}", again.patch);
+        }
+    }
 }

@@ -246,7 +246,7 @@ impl Admission {
             let mut d = Decided::allow(
                 "skip",
                 "unsupported-kind",
-                format!("kind {what}: kpool mutates only v1 Pods"),
+                review::clip_owned(format!("kind {what}: kpool mutates only v1 Pods")),
             );
             d.answer.status = Some((200, format!("kpool: {}", d.reason)));
             return d;
@@ -258,7 +258,9 @@ impl Admission {
             let mut d = Decided::allow(
                 "skip",
                 "not-create",
-                format!("operation {operation}: kpool mutates pods on CREATE only"),
+                review::clip_owned(format!(
+                    "operation {operation}: kpool mutates pods on CREATE only"
+                )),
             );
             if let Some(Object::Pod(pod)) = &req.object {
                 d.subject = subject_of(pod, req);
@@ -276,39 +278,61 @@ impl Admission {
         };
         let outcome = self.injector.plan(pod, ctx);
         let audit_mode = self.policy().spec().mode == Mode::Audit;
+        // Reasons can quote the request (a label value, the container names): each is
+        // clipped, for the answer and the audit line alike.
+        let deny = |code: &'static str, reason: String| {
+            let reason = review::clip_owned(reason);
+            if audit_mode {
+                let mut d = Decided::allow("deny", code, reason);
+                d.action = "admitted-audit-mode";
+                d.answer
+                    .warnings
+                    .push(format!("kpool (audit mode, not enforced): {}", d.reason));
+                d
+            } else {
+                let mut d = Decided::reject(403, code, reason);
+                d.decision = "deny";
+                d.action = "denied";
+                d.answer.status = Some((403, format!("kpool: {}", d.reason)));
+                d
+            }
+        };
         let mut d = match &outcome.decision {
             Decision::Inject => {
-                let mut d = Decided::allow("inject", "injected", String::new());
-                d.answer.patch = Some(outcome.patch_json());
-                d.patch_ops = outcome.patch.len();
-                d.action = "patched";
-                d.reason = outcome
-                    .changed
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                d
+                let patch = outcome.patch_json();
+                if patch.len() > review::MAX_PATCH_BYTES {
+                    // The engine's own bounds keep patches far below this; only a policy
+                    // whose templates are this large gets here.
+                    deny(
+                        "patch-too-large",
+                        format!(
+                            "the patch for this broker pod is {} bytes in {} operations; kpool answers with at most {} bytes of patch: shrink the policy's sidecar templates",
+                            patch.len(),
+                            outcome.patch.len(),
+                            review::MAX_PATCH_BYTES
+                        ),
+                    )
+                } else {
+                    let mut d = Decided::allow("inject", "injected", String::new());
+                    d.answer.patch = Some(patch);
+                    d.patch_ops = outcome.patch.len();
+                    d.action = "patched";
+                    d.reason = outcome
+                        .changed
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    d
+                }
             }
             Decision::AlreadyInjected => {
                 Decided::allow("already-injected", "already-injected", String::new())
             }
-            Decision::Skip(r) => Decided::allow("skip", r.code(), r.to_string()),
-            Decision::Deny(r) if audit_mode => {
-                let mut d = Decided::allow("deny", r.code(), r.to_string());
-                d.action = "admitted-audit-mode";
-                d.answer
-                    .warnings
-                    .push(format!("kpool (audit mode, not enforced): {r}"));
-                d
+            Decision::Skip(r) => {
+                Decided::allow("skip", r.code(), review::clip_owned(r.to_string()))
             }
-            Decision::Deny(r) => {
-                let mut d = Decided::reject(403, r.code(), r.to_string());
-                d.decision = "deny";
-                d.action = "denied";
-                d.answer.status = Some((403, format!("kpool: {r}")));
-                d
-            }
+            Decision::Deny(r) => deny(r.code(), r.to_string()),
         };
         for note in &outcome.notes {
             d.answer.warnings.push(format!("kpool: {note}"));
@@ -330,7 +354,9 @@ impl Admission {
             return Decided::allow(
                 "allow",
                 "not-create-or-update",
-                format!("operation {operation}: the pool guard checks CREATE and UPDATE"),
+                review::clip_owned(format!(
+                    "operation {operation}: the pool guard checks CREATE and UPDATE"
+                )),
             );
         }
         let pod = match read_pod(req) {
@@ -344,18 +370,25 @@ impl Admission {
             .or(pod.metadata.namespace.as_deref())
             .unwrap_or("default");
         let subject = subject_of(pod, req);
-        let mut d = match guard::check(self.policy(), pod, namespace) {
-            Verdict::Allow(a) => Decided::allow("allow", a.code(), a.to_string()),
+        // Who made the pod is proven only on CREATE.
+        let creator = (operation == "CREATE")
+            .then(|| req.user_info.as_ref().and_then(|u| u.username.as_deref()))
+            .flatten();
+        let mut d = match guard::check(self.policy(), pod, namespace, creator) {
+            Verdict::Allow(a) => {
+                Decided::allow("allow", a.code(), review::clip_owned(a.to_string()))
+            }
             Verdict::Violation(v) if self.policy().spec().mode == Mode::Audit => {
-                let mut d = Decided::allow("violation", v.rule, v.message.clone());
+                let message = review::clip_owned(v.message);
+                let mut d = Decided::allow("violation", v.rule, message.clone());
                 d.action = "admitted-audit-mode";
                 d.answer
                     .warnings
-                    .push(format!("{} (audit mode, not enforced)", v.message));
+                    .push(format!("{message} (audit mode, not enforced)"));
                 d
             }
             Verdict::Violation(v) => {
-                let mut d = Decided::reject(403, v.rule, v.message.clone());
+                let mut d = Decided::reject(403, v.rule, review::clip_owned(v.message));
                 d.decision = "violation";
                 d.action = "denied";
                 d
@@ -383,10 +416,12 @@ fn read_pod<'q, 'r>(req: &'q Request<'r>) -> Result<&'q PodView<'r>, Box<Decided
         Some(Object::Unreadable(e)) => Err(Box::new(Decided::reject(
             400,
             "bad-object",
-            format!(
+            // A parser's message quotes the value it could not read, which can be most of
+            // the request.
+            review::clip_owned(format!(
                 "request.object is not a readable Pod: {}",
                 prefixed(&e.to_string())
-            ),
+            )),
         ))),
     }
 }
@@ -428,6 +463,7 @@ fn review_error_code(e: &ReviewError) -> &'static str {
         ReviewError::Kind(_) => "wrong-kind",
         ReviewError::NoRequest => "no-request",
         ReviewError::NoUid => "no-uid",
+        ReviewError::UidTooLong(_) => "uid-too-long",
     }
 }
 

@@ -8,6 +8,7 @@
 //! deserialise the same bytes with the same types, so a body the fast pass reads is read
 //! the same way by the slow one.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use kpool_policy::push_json_str;
@@ -20,6 +21,49 @@ use crate::inject::{PodError, PodView};
 
 /// The only AdmissionReview version kpool speaks.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// The longest request uid accepted. The answer echoes the uid, and the API server's are
+/// UUIDs (36 bytes).
+pub const MAX_UID_BYTES: usize = 256;
+
+/// Messages (status, warnings, the reason of a 400) are cut to this many bytes: they can
+/// quote the request (a label value, a container list, a parser's error), and an answer must
+/// stay small whatever the request holds.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// At most this many warnings are sent (the last says how many more there were).
+pub const MAX_WARNINGS: usize = 16;
+
+/// The largest JSON patch sent; a larger one is refused (its base64 is 4/3 of this). With
+/// the bounds above, an answer stays under 1 MiB (`MAX_ANSWER_BYTES`) whatever the request.
+pub const MAX_PATCH_BYTES: usize = 512 * 1024;
+
+/// What the bounds above guarantee for every answer body (and every 400 body).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// `s`, cut to [`MAX_MESSAGE_BYTES`] at a character boundary, saying how much was left out.
+pub fn clip(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_MESSAGE_BYTES {
+        return Cow::Borrowed(s);
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}... ({} more bytes not shown)",
+        &s[..end],
+        s.len() - end
+    ))
+}
+
+/// [`clip`] for an owned message.
+pub fn clip_owned(s: String) -> String {
+    match clip(&s) {
+        Cow::Borrowed(_) => s,
+        Cow::Owned(c) => c,
+    }
+}
 
 /// A request as the API server sends it, generic over how `request.object` is read: as
 /// the pod view (the fast pass) or as raw text (the slow pass).
@@ -129,10 +173,17 @@ pub enum ReviewError {
     NoRequest,
     #[error("request.uid: missing or empty")]
     NoUid,
+    #[error(
+        "request.uid: expected at most {MAX_UID_BYTES} bytes (the API server sends a UUID), found {0} bytes"
+    )]
+    UidTooLong(usize),
 }
 
 fn found(s: Option<&Str<'_>>) -> String {
-    s.map_or_else(|| "nothing".to_owned(), |s| format!("{:?}", s.as_str()))
+    s.map_or_else(
+        || "nothing".to_owned(),
+        |s| clip_owned(format!("{:?}", s.as_str())),
+    )
 }
 
 /// Decodes and checks the envelope, and reads the object as a pod.
@@ -151,7 +202,7 @@ pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
 /// each error says where it is.
 fn decode_slowly(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     let review: ReviewIn<'_, &RawValue> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| ReviewError::Json(clip_owned(e.to_string())))?;
     let review = check(review)?;
     let object = review
         .object
@@ -179,10 +230,11 @@ fn check<O>(review: ReviewIn<'_, O>) -> Result<RequestIn<'_, O>, ReviewError> {
         return Err(ReviewError::Kind(found(review.kind.as_ref())));
     }
     let request = review.request.ok_or(ReviewError::NoRequest)?;
-    if request.uid.as_deref().is_none_or(str::is_empty) {
-        return Err(ReviewError::NoUid);
+    match request.uid.as_deref().map_or(0, str::len) {
+        0 => Err(ReviewError::NoUid),
+        n if n > MAX_UID_BYTES => Err(ReviewError::UidTooLong(n)),
+        _ => Ok(request),
     }
-    Ok(request)
 }
 
 /// What to answer.
@@ -200,7 +252,9 @@ pub struct Answer {
 ///
 /// Written by hand rather than through serde: the patch goes straight from bytes to base64
 /// in the output (a serde string would be scanned again for escapes), and the envelope's
-/// keys are constants.
+/// keys are constants. The status message and each warning are [`clip`]ped and at most
+/// [`MAX_WARNINGS`] warnings are written, so with a uid the decode accepted and a patch of at
+/// most [`MAX_PATCH_BYTES`] the answer is under [`MAX_ANSWER_BYTES`].
 pub fn encode(uid: &str, answer: &Answer) -> Vec<u8> {
     let patch_len = answer.patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
     let mut out = String::with_capacity(160 + uid.len() + patch_len);
@@ -223,16 +277,29 @@ pub fn encode(uid: &str, answer: &Answer) -> Vec<u8> {
         out.push_str(r#","status":{"code":"#);
         push_index(&mut out, usize::from(*code));
         out.push_str(r#","message":"#);
-        push_json_str(&mut out, message);
+        push_json_str(&mut out, &clip(message));
         out.push('}');
     }
     if !answer.warnings.is_empty() {
         out.push_str(r#","warnings":["#);
-        for (i, w) in answer.warnings.iter().enumerate() {
+        let n = answer.warnings.len();
+        let shown = if n > MAX_WARNINGS {
+            MAX_WARNINGS - 1
+        } else {
+            n
+        };
+        for (i, w) in answer.warnings[..shown].iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_str(&mut out, w);
+            push_json_str(&mut out, &clip(w));
+        }
+        if shown < n {
+            out.push(',');
+            push_json_str(
+                &mut out,
+                &format!("kpool: {} more warnings not shown", n - shown),
+            );
         }
         out.push(']');
     }

@@ -23,9 +23,23 @@ pub use patch::PatchOp;
 pub use pod::{PodError, PodView};
 pub use status::{STATUS_ANNOTATION, Status};
 
+/// At most this many required node selector terms get kpool's pool and zone merged in, one
+/// or two operations each; a broker pod with more is denied with this number in the reason.
+/// Real pods have one to a few terms; the bound keeps the patch proportionate (at most ~30 KB
+/// of affinity operations) whatever a request holds.
+pub const MAX_NODE_SELECTOR_TERMS: usize = 64;
+
 /// At most this many duplicate env entries of the names kpool sets are removed from the
 /// broker container, one operation each; a pod with more is denied naming this number.
 pub const MAX_ENV_DUPLICATES: usize = 64;
+
+/// The longest pod name Kubernetes accepts (a DNS subdomain). kpool renders the name into
+/// the broker's env and the sidecar, so a longer one (which the API server rejects after
+/// admission anyway) is denied rather than copied into the patch several times.
+pub const MAX_POD_NAME_BYTES: usize = 253;
+
+/// The longest namespace name Kubernetes accepts (a DNS label); rendered like the pod name.
+pub const MAX_NAMESPACE_BYTES: usize = 63;
 
 /// What the engine is looking at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +178,8 @@ pub enum DenyReason {
     },
     /// The pod has no `spec`.
     NoSpec,
+    /// More required node selector terms than kpool merges the pool and zone into.
+    TooManyNodeSelectorTerms { found: usize, max: usize },
     /// More duplicates of kpool's env names in the broker container than kpool removes.
     TooManyEnvDuplicates {
         /// Where the first duplicate is (`spec.containers[0].env[3]`).
@@ -171,6 +187,12 @@ pub enum DenyReason {
         /// Its name.
         name: String,
         duplicates: usize,
+        max: usize,
+    },
+    /// A name longer than Kubernetes allows; kpool would render it into the patch.
+    NameTooLong {
+        what: &'static str,
+        len: usize,
         max: usize,
     },
 }
@@ -184,7 +206,9 @@ impl DenyReason {
             Self::NoBrokerContainer { .. } => "no-broker-container",
             Self::NameClash { .. } => "name-clash",
             Self::NoSpec => "no-spec",
+            Self::TooManyNodeSelectorTerms { .. } => "too-many-node-selector-terms",
             Self::TooManyEnvDuplicates { .. } => "too-many-env-duplicates",
+            Self::NameTooLong { .. } => "name-too-long",
         }
     }
 }
@@ -209,6 +233,10 @@ impl fmt::Display for DenyReason {
                 "{what} {name:?} already exists at {location} and was not injected by kpool; rename it or change {field}"
             ),
             Self::NoSpec => write!(f, "broker pod has no spec"),
+            Self::TooManyNodeSelectorTerms { found, max } => write!(
+                f,
+                "broker pod has {found} required node selector terms at spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms; kpool ANDs the pool and zone into each term and accepts at most {max}: merge the terms"
+            ),
             Self::TooManyEnvDuplicates {
                 location,
                 name,
@@ -217,6 +245,10 @@ impl fmt::Display for DenyReason {
             } => write!(
                 f,
                 "broker container has {duplicates} duplicate entries of env names kpool sets, the first at {location} ({name:?}); kpool removes at most {max}: set each name once"
+            ),
+            Self::NameTooLong { what, len, max } => write!(
+                f,
+                "broker pod {what} is {len} bytes; Kubernetes allows at most {max} and kpool renders it into the broker's env and sidecar"
             ),
         }
     }
@@ -374,6 +406,13 @@ impl Injector {
             .filter(|n| !n.is_empty())
             .or(meta.namespace.as_deref().filter(|n| !n.is_empty()))
             .unwrap_or("default");
+        if namespace.len() > MAX_NAMESPACE_BYTES {
+            return Outcome::verdict(Decision::Deny(DenyReason::NameTooLong {
+                what: "namespace",
+                len: namespace.len(),
+                max: MAX_NAMESPACE_BYTES,
+            }));
+        }
 
         // Identity: only for pods; a template's ordinal is unknown.
         let pod_name;
@@ -394,6 +433,13 @@ impl Injector {
                     (_, Some(g)) => format!("{g}{ordinal}"),
                     _ => String::new(),
                 };
+                if pod_name.len() > MAX_POD_NAME_BYTES {
+                    return Outcome::verdict(Decision::Deny(DenyReason::NameTooLong {
+                        what: "name",
+                        len: pod_name.len(),
+                        max: MAX_POD_NAME_BYTES,
+                    }));
+                }
                 match policy.identity(&pod_name, namespace, ordinal) {
                     Ok(id) => Some(id),
                     Err(e) => return Outcome::verdict(Decision::Deny(DenyReason::Identity(e))),
@@ -457,15 +503,15 @@ impl Plan<'_> {
         let Some(spec) = pod.spec.as_ref() else {
             return Err(DenyReason::NoSpec);
         };
-        // Clashes are checked before any operation is emitted; the env duplicates bound
-        // where they are scanned, and a denial drops what was emitted.
+        // Clashes are checked before any operation is emitted; the bounds (affinity terms,
+        // env duplicates) where they are scanned, and a denial drops what was emitted.
         let mut sidecar = sidecar::prepare(self, spec, id, namespace)?;
         let bin_volume = probe::check_clashes(self, spec, broker)?;
 
         identity::labels(self, &pod.metadata, id);
         sidecar::apply_volumes(self, spec, &mut sidecar, bin_volume);
         scheduling::toleration(self, spec);
-        scheduling::affinity(self, spec, id);
+        scheduling::affinity(self, spec, id)?;
         scheduling::spread(self, spec);
         // The installer is appended before the native sidecar is inserted at index 0, so
         // no operation refers to an index the insert has shifted.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::patch::{RawJson, is_subset, push_segment};
 use super::pod::SpecView;
 use super::sidecar::append_all;
-use super::{PatchOp, Piece, Plan};
+use super::{DenyReason, MAX_NODE_SELECTOR_TERMS, PatchOp, Piece, Plan};
 
 const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
 const REQUIRED: &str = "requiredDuringSchedulingIgnoredDuringExecution";
@@ -117,8 +117,15 @@ pub(super) fn toleration(plan: &mut Plan<'_>, spec: &SpecView<'_>) {
 
 /// Ensures required node affinity to the pool (and, for a pod, to its zone) in every node
 /// selector term, and the one-broker-per-node anti-affinity. User terms are kept: kpool's
-/// expressions are ANDed into each existing term, by targeted operations.
-pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&BrokerIdentity<'_>>) {
+/// expressions are ANDed into each existing term, by targeted operations. More than
+/// [`MAX_NODE_SELECTOR_TERMS`] terms are refused: the operations grow with the terms, and
+/// no smaller patch keeps each term's meaning ANDed with the pool and zone (replacing the
+/// whole list is one operation but as many bytes).
+pub(super) fn affinity(
+    plan: &mut Plan<'_>,
+    spec: &SpecView<'_>,
+    id: Option<&BrokerIdentity<'_>>,
+) -> Result<(), DenyReason> {
     let fixed = &plan.injector.scheduling;
     if spec.affinity.as_ref().is_none_or(|a| !a.is_object())
         && let Some(prebuilt) = fixed.whole(&plan.injector.policy, id)
@@ -129,7 +136,7 @@ pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&Bro
             PatchOp::add("/spec/affinity", prebuilt.clone()),
         );
         plan.changed.push(Piece::AntiAffinity);
-        return;
+        return Ok(());
     }
     let zone_expr = id.map(|id| zone_expr(&plan.injector.policy, id.zone));
     let exprs: Vec<&Value> = std::iter::once(&fixed.pool_expr)
@@ -143,7 +150,7 @@ pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&Bro
         }));
         plan.push(Piece::NodeAffinity, PatchOp::add("/spec/affinity", value));
         plan.changed.push(Piece::AntiAffinity);
-        return;
+        return Ok(());
     };
     let affinity = Some(affinity);
 
@@ -157,6 +164,12 @@ pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&Bro
         None => {
             let term = json!({"matchExpressions": exprs});
             add_nested(plan, Piece::NodeAffinity, affinity, &terms_path, &[&term]);
+        }
+        Some(terms) if terms.len() > MAX_NODE_SELECTOR_TERMS => {
+            return Err(DenyReason::TooManyNodeSelectorTerms {
+                found: terms.len(),
+                max: MAX_NODE_SELECTOR_TERMS,
+            });
         }
         Some(terms) => {
             for (i, term) in terms.iter().enumerate() {
@@ -199,6 +212,7 @@ pub(super) fn affinity(plan: &mut Plan<'_>, spec: &SpecView<'_>, id: Option<&Bro
         let term = fixed.anti_term.clone();
         add_nested(plan, Piece::AntiAffinity, affinity, &anti_path, &[&term]);
     }
+    Ok(())
 }
 
 /// Appends `items` to the array at `/spec/affinity/<segs...>` (the affinity exists),
