@@ -140,6 +140,10 @@ impl fmt::Display for NotBroker {
                 f,
                 "not a broker: label {label}={v:?}, brokers.selector wants {want:?}"
             ),
+            Self::Namespace { namespace, allowed } if namespace.is_empty() => write!(
+                f,
+                "not a broker: carries the brokers.selector labels but no namespace is known, and brokers live only in brokers.namespaces {allowed:?}"
+            ),
             Self::Namespace { namespace, allowed } => write!(
                 f,
                 "not a broker: carries the brokers.selector labels in namespace {namespace:?}, but brokers live only in brokers.namespaces {allowed:?}"

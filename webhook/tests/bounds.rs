@@ -20,6 +20,16 @@ const REQUEST_LIMIT: usize = 3 * 1024 * 1024;
 const ANSWER_LIMIT: usize = 1024 * 1024;
 
 fn admission() -> (Admission, tempfile::TempDir) {
+    admission_with(common::policy())
+}
+
+/// The longest namespace Kubernetes allows, a broker namespace in [`admission_with`]'s
+/// policy for the largest-patch case.
+fn longest_namespace() -> String {
+    "n".repeat(63)
+}
+
+fn admission_with(policy: kpool_policy::Policy) -> (Admission, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tmp");
     let metrics = Arc::new(Metrics::new());
     let audit = AuditLog::start(
@@ -31,10 +41,7 @@ fn admission() -> (Admission, tempfile::TempDir) {
         metrics.clone(),
     )
     .expect("audit log");
-    (
-        Admission::new(Arc::new(common::policy()), metrics, audit),
-        dir,
-    )
+    (Admission::new(Arc::new(policy), metrics, audit), dir)
 }
 
 /// The captured CREATE of kafka-0, changed by `edit`, with the JSON array at `pointer`
@@ -251,12 +258,15 @@ fn patch_bytes(response: &Value) -> usize {
 
 #[test]
 fn the_largest_patch_within_every_bound_is_well_under_1_mib() {
-    let (admission, _dir) = admission();
+    let namespace = longest_namespace();
+    let (admission, _dir) = admission_with(common::policy_with(
+        "namespaces: [streaming]",
+        &format!("namespaces: [streaming, {namespace}]"),
+    ));
     // Every term needs both expressions (two operations), every allowed duplicate is
     // removed, the pod name and namespace are as long as Kubernetes allows, and the rest of
     // the 3 MiB is tolerations the engine scans and leaves alone.
     let name = format!("{}-0", "k".repeat(251));
-    let namespace = "n".repeat(63);
     let terms: Vec<Value> = (0..MAX_NODE_SELECTOR_TERMS)
         .map(|_| json!({"matchExpressions": []}))
         .collect();

@@ -150,7 +150,7 @@ fn mixed_stream_injects_brokers_and_passes_the_rest_through() {
 
 #[test]
 fn bad_documents_fail_the_whole_run_and_all_are_named() {
-    let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kafka\n  labels: {app.kubernetes.io/name: kafka, app.kubernetes.io/component: broker}\nspec:\n  containers: [{name: kafka, image: k}]\n---\n- a\n- list\n---\nmetadata: {name: x}\n---\nkind: StatefulSet\nmetadata: {name: s}\n";
+    let input = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kafka\n  namespace: streaming\n  labels: {app.kubernetes.io/name: kafka, app.kubernetes.io/component: broker}\nspec:\n  containers: [{name: kafka, image: k}]\n---\n- a\n- list\n---\nmetadata: {name: x}\n---\nkind: StatefulSet\nmetadata: {name: s}\n";
     let err = inject_stream(input, &common::policy(), &Options::default()).expect_err("must fail");
     let OfflineError::Documents(errors) = &err else {
         panic!("{err:?}")
@@ -158,7 +158,7 @@ fn bad_documents_fail_the_whole_run_and_all_are_named() {
     let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(msgs.len(), 4, "{msgs:?}");
     assert!(
-        msgs[0].starts_with("document 1 (Pod kafka): denied: broker pod has no ordinal"),
+        msgs[0].starts_with("document 1 (Pod streaming/kafka): denied: broker pod has no ordinal"),
         "{msgs:?}"
     );
     assert!(
@@ -187,7 +187,7 @@ fn invalid_yaml_and_empty_input_are_errors() {
 #[test]
 fn lists_are_injected_item_by_item() {
     let input = r#"{"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kafka-0", "labels": {"app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker"}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kafka-0", "namespace": "streaming", "labels": {"app.kubernetes.io/name": "kafka", "app.kubernetes.io/component": "broker"}},
          "spec": {"containers": [{"name": "kafka", "image": "k"}]}}]}"#;
     let report = inject_stream(input, &common::policy(), &Options::default()).expect("injects");
     assert_eq!(
@@ -210,7 +210,7 @@ fn cli_reads_stdin_and_reports_skips_on_stderr() {
 #[test]
 fn cli_failure_prints_nothing_and_exits_1() {
     let input = "kind: Pod\nmetadata: {name: kafka, labels: {app.kubernetes.io/name: kafka, app.kubernetes.io/component: broker}}\nspec: {containers: [{name: kafka, image: k}]}\n";
-    let out = kpool(&["inject", "-f", "-"], Some(input));
+    let out = kpool(&["inject", "-f", "-", "-n", "streaming"], Some(input));
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(
@@ -274,4 +274,23 @@ fn cli_help_explains_inject() {
     ] {
         assert!(help.contains(word), "help lacks {word:?}:\n{help}");
     }
+}
+
+#[test]
+fn a_broker_without_a_known_namespace_is_skipped_saying_so() {
+    // Offline, the namespace comes from the object or -n; brokers live only in
+    // brokers.namespaces, so without one the labels do not make a broker.
+    let input = "kind: Pod\nmetadata: {name: kafka-0, labels: {app.kubernetes.io/name: kafka, app.kubernetes.io/component: broker}}\nspec: {containers: [{name: kafka, image: k}]}\n";
+    let report = inject_stream(input, &common::policy(), &Options::default()).expect("skips");
+    let notes = report.notes.join("\n");
+    assert!(notes.contains("no namespace is known"), "{notes}");
+    let opts = Options {
+        namespace: Some("streaming".into()),
+        ..Options::default()
+    };
+    let report = inject_stream(input, &common::policy(), &opts).expect("injects");
+    assert_eq!(
+        report.documents[0]["metadata"]["labels"]["kpool.io/zone"],
+        "eu-west-1a"
+    );
 }

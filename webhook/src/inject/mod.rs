@@ -109,12 +109,9 @@ impl Decision {
 /// Why a pod is left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
-    /// It lacks (or has a different value for) one of the broker selector's labels.
-    NotABroker {
-        label: String,
-        want: String,
-        found: Option<String>,
-    },
+    /// Not a broker by the pool rules ([`kpool_policy::pool`]): a selector label missing
+    /// or different, or the labels outside `brokers.namespaces`.
+    NotABroker(kpool_policy::pool::NotBroker),
     /// It carries the opt-out annotation.
     OptedOut { annotation: String, value: String },
 }
@@ -123,7 +120,7 @@ impl SkipReason {
     /// A stable, low-cardinality code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotABroker { .. } => "not-a-broker",
+            Self::NotABroker(why) => why.code(),
             Self::OptedOut { .. } => "opted-out",
         }
     }
@@ -132,24 +129,7 @@ impl SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotABroker {
-                label,
-                want,
-                found: None,
-            } => {
-                write!(
-                    f,
-                    "not a broker: no label {label}={want} (brokers.selector)"
-                )
-            }
-            Self::NotABroker {
-                label,
-                want,
-                found: Some(v),
-            } => write!(
-                f,
-                "not a broker: label {label}={v:?}, brokers.selector wants {want:?}"
-            ),
+            Self::NotABroker(why) => why.fmt(f),
             Self::OptedOut { annotation, value } => {
                 write!(f, "opted out by annotation {annotation}={value:?}")
             }
@@ -365,15 +345,15 @@ impl Injector {
         let spec = policy.spec();
         let meta = &pod.metadata;
 
-        for (label, want) in &spec.brokers.selector {
-            let found = meta.label(label);
-            if found != Some(want.as_str()) {
-                return Outcome::verdict(Decision::Skip(SkipReason::NotABroker {
-                    label: label.clone(),
-                    want: want.clone(),
-                    found: found.map(str::to_owned),
-                }));
-            }
+        // The request's namespace (a pod being created may not carry its own).
+        let namespace = ctx
+            .namespace
+            .filter(|n| !n.is_empty())
+            .or(meta.namespace.as_deref())
+            .unwrap_or_default();
+        let view = pod::InNamespace { pod, namespace };
+        if let Err(why) = policy.broker_check(&view, &kpool_policy::pool::NoEvidence) {
+            return Outcome::verdict(Decision::Skip(SkipReason::NotABroker(why)));
         }
         let opt_out = &spec.injection.opt_out_annotation;
         if let Some(v) = meta.annotation(opt_out)
