@@ -1,10 +1,10 @@
 //! The agent's audit trail: one JSON line per decision (the schema shared with the webhook,
-//! `kpool_policy::audit`) on stdout, where the container runtime keeps it apart from the
+//! `kpool_cli::audit`) on stdout, where the container runtime keeps it apart from the
 //! diagnostics on stderr.
 
 use std::io::Write as _;
 
-use kpool_policy::audit::AuditRecord;
+use kpool_cli::audit::AuditRecord;
 
 /// Writes `record` as one line on stdout, flushed, so a crash right after loses nothing.
 pub fn emit(record: &AuditRecord) {

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use kpool_cli::audit::{AuditRecord, Subject};
+use kpool_cli::clock::now_rfc3339;
 use kpool_policy::Policy;
-use kpool_policy::audit::{AuditRecord, Subject, now_rfc3339};
 use kpool_policy::model::Mode;
 use serde::Serialize;
 use time::OffsetDateTime;

@@ -2,9 +2,12 @@
 //! edge, so they behave alike: the logging flags and their setup ([`LogArgs`]), how a
 //! fatal error is printed ([`report::one_line`], [`exit_with`]), durations on the command
 //! line ([`duration::parse_duration`]), the TLS crypto provider
-//! ([`install_crypto_provider`]) and the signals that stop a server
-//! ([`shutdown_signal`]).
+//! ([`install_crypto_provider`]), the signals that stop a server ([`shutdown_signal`]),
+//! and the audit line every decision is written as ([`audit::AuditRecord`], stamped by
+//! [`clock::now_rfc3339`]).
 
+pub mod audit;
+pub mod clock;
 pub mod duration;
 pub mod report;
 

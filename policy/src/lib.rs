@@ -3,7 +3,6 @@
 //! [`Policy::from_yaml`] parses strictly (unknown keys are errors), validates every field
 //! and compiles the templates once, so per-pod work is only rendering.
 
-pub mod audit;
 mod identity;
 mod json_template;
 pub mod keys;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
-use kpool_policy::audit::AuditRecord;
+use kpool_cli::audit::AuditRecord;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::metrics::Metrics;

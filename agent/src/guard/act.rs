@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use kpool_cli::audit::{AuditRecord, Subject};
+use kpool_cli::clock::now_rfc3339;
 use kpool_policy::Policy;
-use kpool_policy::audit::{AuditRecord, Subject, now_rfc3339};
 use kpool_policy::model::Mode;
 use serde_json::json;
 
@@ -346,8 +347,7 @@ impl Actor {
             note.push_str("...");
         }
         // MicroTime: the API server wants exactly six fraction digits.
-        let event_time =
-            kpool_policy::audit::rfc3339_micros(now.unix_timestamp(), now.nanosecond());
+        let event_time = kpool_cli::clock::rfc3339_micros(now.unix_timestamp(), now.nanosecond());
         let body = json!({
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",

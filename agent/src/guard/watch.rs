@@ -24,7 +24,7 @@ pub async fn round(
     node: &decide::NodeFacts,
     pods: &[decide::PodFacts],
     now: Instant,
-) -> Vec<kpool_policy::audit::AuditRecord> {
+) -> Vec<kpool_cli::audit::AuditRecord> {
     let policy = agent.policy();
     let found = decide::violations(policy, node, pods);
     let m = agent.metrics();

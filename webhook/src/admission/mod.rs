@@ -8,8 +8,9 @@ mod router;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kpool_cli::audit::{AdmissionFacts, AuditRecord, Subject};
+use kpool_cli::clock::now_rfc3339;
 use kpool_policy::Policy;
-use kpool_policy::audit::{AdmissionFacts, AuditRecord, Subject, now_rfc3339};
 use kpool_policy::model::Mode;
 
 pub use router::{AdmissionLimits, AppState, MAX_BODY_BYTES, ops_router, router};
