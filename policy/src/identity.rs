@@ -17,7 +17,10 @@ pub struct BrokerIdentity<'a> {
     pub broker_id: i32,
     pub zone: &'a str,
     pub rack: &'a str,
+    /// The broker's mesh port: `mesh.basePort + broker id`.
     pub port: u16,
+    /// The Kafka cluster's mesh loopback address (`mesh.address`).
+    pub mesh_address: std::net::Ipv4Addr,
 }
 
 impl Vars for BrokerIdentity<'_> {
@@ -37,6 +40,9 @@ impl Vars for BrokerIdentity<'_> {
             Var::Port => {
                 let _ = write!(out, "{}", self.port);
             }
+            Var::MeshAddress => {
+                let _ = write!(out, "{}", self.mesh_address);
+            }
         }
     }
 }
@@ -45,9 +51,9 @@ impl Vars for BrokerIdentity<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     #[error(
-        "ordinal {ordinal} gives port {base_port} + {ordinal}, beyond 65535 (listener.basePort)"
+        "ordinal {ordinal} is beyond the mesh's {max} brokers per Kubernetes cluster (mesh.maxBrokersPerCluster)"
     )]
-    PortOverflow { base_port: u16, ordinal: u32 },
+    TooManyBrokers { ordinal: u32, max: u32 },
     #[error(
         "ordinal {ordinal} gives broker id {id_base} + {ordinal}, beyond Kafka's int32 node.id (brokers.idBase)"
     )]

@@ -6,6 +6,7 @@
 mod identity;
 mod json_template;
 pub mod keys;
+pub mod mesh;
 pub mod model;
 pub mod names;
 pub mod pool;
@@ -141,14 +142,24 @@ impl Policy {
         namespace: &'a str,
         ordinal: u32,
     ) -> Result<BrokerIdentity<'a>, IdentityError> {
-        let base_port = self.spec.listener.base_port;
-        let port = u16::try_from(u32::from(base_port) + ordinal)
-            .map_err(|_| IdentityError::PortOverflow { base_port, ordinal })?;
+        let mesh = &self.spec.mesh;
+        if ordinal >= mesh.max_brokers_per_cluster {
+            return Err(IdentityError::TooManyBrokers {
+                ordinal,
+                max: mesh.max_brokers_per_cluster,
+            });
+        }
         let id_base = self.spec.brokers.id_base;
         let broker_id = id_base
             .checked_add(ordinal)
             .and_then(|id| i32::try_from(id).ok())
             .ok_or(IdentityError::BrokerIdOverflow { id_base, ordinal })?;
+        // validation bounds basePort + idBase + maxBrokersPerCluster - 1 by 65535
+        let port =
+            mesh::broker_port(&self.spec, broker_id).ok_or(IdentityError::TooManyBrokers {
+                ordinal,
+                max: mesh.max_brokers_per_cluster,
+            })?;
         let z = self.zone_index(ordinal);
         Ok(BrokerIdentity {
             pod,
@@ -159,6 +170,7 @@ impl Policy {
             zone: &self.spec.zones[z],
             rack: &self.racks[z],
             port,
+            mesh_address: mesh.address,
         })
     }
 

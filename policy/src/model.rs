@@ -33,6 +33,8 @@ pub struct PolicySpec {
     pub injection: Injection,
     pub pool: Pool,
     pub listener: Listener,
+    /// The broker mesh: how clients reach this Kafka cluster's brokers through sidecars.
+    pub mesh: Mesh,
     pub sidecar: Sidecar,
     #[serde(default)]
     pub readiness: Readiness,
@@ -68,6 +70,16 @@ pub enum Mode {
     #[default]
     Enforce,
     Audit,
+}
+
+impl Mode {
+    /// The mode as written in the policy and in audit lines: `enforce` or `audit`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        }
+    }
 }
 
 /// How broker pods are recognised and numbered.
@@ -237,13 +249,103 @@ pub struct Listener {
     /// Env var of the broker container that receives the rendered template.
     #[serde(default = "default_listener_env")]
     pub env: String,
-    /// e.g. `CLIENT://127.0.0.5:{port}`; every identity placeholder is available.
+    /// e.g. `CLIENT://{mesh_address}:{port}`; every identity placeholder is available
+    /// (`{port}` is the broker's mesh port, `mesh.basePort + broker id`).
     pub template: String,
-    /// Port of broker ordinal 0; broker `n` gets `basePort + n`.
-    pub base_port: u16,
     /// Optional env var that receives the broker's port on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_env: Option<String>,
+}
+
+/// The broker mesh. The loopback `address` names the *Kafka* cluster (the same in the
+/// policies of every Kubernetes cluster it stretches over); each broker of it is one port
+/// there, `basePort + broker id`, so brokers of both Kubernetes clusters get disjoint ports
+/// as long as their broker ids are disjoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mesh {
+    /// Name of the Kafka cluster (the same in every Kubernetes cluster's policy).
+    pub kafka_cluster: String,
+    /// Loopback address that stands for this Kafka cluster on every client sidecar.
+    #[serde(default = "default_mesh_address")]
+    pub address: std::net::Ipv4Addr,
+    /// Mesh port of broker id 0; broker id `n` gets `basePort + n`.
+    pub base_port: u16,
+    /// Ordinals this Kubernetes cluster may run: broker ids `brokers.idBase` up to
+    /// `idBase + maxBrokersPerCluster - 1`; a pod with a higher ordinal gets no identity.
+    #[serde(default = "default_max_brokers")]
+    pub max_brokers_per_cluster: u32,
+    /// Port the broker's sidecar accepts mTLS on (on the pod IP).
+    #[serde(default = "default_mtls_port")]
+    pub mtls_port: u16,
+    /// The broker's plaintext client listener on 127.0.0.1, where the sidecar forwards.
+    #[serde(default = "default_broker_port")]
+    pub broker_port: u16,
+    /// The sidecar's Envoy admin port, bound to 127.0.0.1 only.
+    #[serde(default = "default_admin_port")]
+    pub admin_port: u16,
+    /// Subject alternative names (URI or DNS) a client certificate must carry, one of.
+    pub allowed_sans: Vec<String>,
+    /// Where the sidecar finds its certificate, key and CA in the pod.
+    #[serde(default)]
+    pub tls: MeshTls,
+}
+
+/// The mesh certificate files: a Kubernetes TLS Secret mounted at `dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshTls {
+    /// The mounted Secret's directory (watched: a rotated Secret applies without restart).
+    #[serde(default = "default_tls_dir")]
+    pub dir: String,
+    /// Certificate chain file name in `dir`.
+    #[serde(default = "default_tls_certificate")]
+    pub certificate: String,
+    /// Private key file name in `dir`.
+    #[serde(default = "default_tls_private_key")]
+    pub private_key: String,
+    /// CA bundle file name in `dir`: the peer's certificate must chain to it.
+    #[serde(default = "default_tls_ca")]
+    pub ca: String,
+}
+
+impl Default for MeshTls {
+    fn default() -> Self {
+        Self {
+            dir: default_tls_dir(),
+            certificate: default_tls_certificate(),
+            private_key: default_tls_private_key(),
+            ca: default_tls_ca(),
+        }
+    }
+}
+
+fn default_mesh_address() -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, 5)
+}
+fn default_max_brokers() -> u32 {
+    100
+}
+fn default_mtls_port() -> u16 {
+    9443
+}
+fn default_broker_port() -> u16 {
+    9094
+}
+fn default_admin_port() -> u16 {
+    9901
+}
+fn default_tls_dir() -> String {
+    "/etc/kpool-proxy/certs".to_owned()
+}
+fn default_tls_certificate() -> String {
+    "tls.crt".to_owned()
+}
+fn default_tls_private_key() -> String {
+    "tls.key".to_owned()
+}
+fn default_tls_ca() -> String {
+    "ca.crt".to_owned()
 }
 
 fn default_listener_env() -> String {

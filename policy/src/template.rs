@@ -13,11 +13,12 @@ pub enum Var {
     Zone,
     Cluster,
     Port,
+    MeshAddress,
 }
 
 impl Var {
     /// Every placeholder name, for error messages.
-    pub const ALL: [&'static str; 8] = [
+    pub const ALL: [&'static str; 9] = [
         "pod",
         "namespace",
         "ordinal",
@@ -26,6 +27,7 @@ impl Var {
         "zone",
         "cluster",
         "port",
+        "mesh_address",
     ];
 
     fn parse(name: &str) -> Option<Self> {
@@ -38,11 +40,14 @@ impl Var {
             "zone" => Self::Zone,
             "cluster" => Self::Cluster,
             "port" => Self::Port,
+            "mesh_address" => Self::MeshAddress,
             _ => return None,
         })
     }
 
-    /// True when the value differs from pod to pod of one StatefulSet.
+    /// True when the value differs from pod to pod of one StatefulSet. `{mesh_address}`
+    /// does not, but counts as per-pod: a pod template's renderer knows only namespace and
+    /// cluster, so a template using it is rendered at admission with the full identity.
     pub fn per_pod(self) -> bool {
         !matches!(self, Self::Namespace | Self::Cluster)
     }
@@ -188,6 +193,7 @@ pub const ALL_VARS: &[Var] = &[
     Var::Zone,
     Var::Cluster,
     Var::Port,
+    Var::MeshAddress,
 ];
 
 #[cfg(test)]

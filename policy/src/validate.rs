@@ -307,9 +307,8 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
     if spec.listener.template.trim().is_empty() {
         e.push("listener.template", "must not be empty");
     }
-    if spec.listener.base_port == 0 {
-        e.push("listener.basePort", "must be between 1 and 65535, found 0");
-    }
+
+    validate_mesh(spec, &mut e);
 
     // env names: valid and distinct
     let mut env_names: Vec<(&str, &str)> = vec![
@@ -465,6 +464,118 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
         })
     } else {
         Err(e.0)
+    }
+}
+
+fn validate_mesh(spec: &PolicySpec, e: &mut Errors) {
+    let m = &spec.mesh;
+    if m.kafka_cluster.is_empty() {
+        e.push("mesh.kafkaCluster", "must name the Kafka cluster");
+    } else {
+        e.check("mesh.kafkaCluster", check_dns_label(&m.kafka_cluster));
+    }
+    if !m.address.is_loopback() {
+        e.push(
+            "mesh.address",
+            format!(
+                "{} is not a loopback address: the mesh address lives on every client pod's loopback (127.0.0.0/8)",
+                m.address
+            ),
+        );
+    } else if m.address == std::net::Ipv4Addr::LOCALHOST {
+        e.push(
+            "mesh.address",
+            "127.0.0.1 would share the application's own localhost ports; use another 127/8 address such as 127.0.0.5",
+        );
+    }
+    if m.base_port == 0 {
+        e.push("mesh.basePort", "must be between 1 and 65535, found 0");
+    }
+    if m.max_brokers_per_cluster == 0 {
+        e.push("mesh.maxBrokersPerCluster", "must be at least 1, found 0");
+    }
+    if let Some(ids) = crate::mesh::id_range(spec) {
+        if *ids.end() > i32::MAX as u64 {
+            e.push(
+                "mesh.maxBrokersPerCluster",
+                format!(
+                    "broker ids {}..={} (brokers.idBase + mesh.maxBrokersPerCluster) go beyond Kafka's int32 node.id",
+                    ids.start(),
+                    ids.end()
+                ),
+            );
+        } else if let Some(ports) = crate::mesh::port_range(spec)
+            && *ports.end() > u64::from(u16::MAX)
+        {
+            e.push(
+                "mesh.basePort",
+                format!(
+                    "{} + broker ids {}..={} (brokers.idBase {} + up to mesh.maxBrokersPerCluster {}) gives ports up to {}, beyond 65535",
+                    m.base_port,
+                    ids.start(),
+                    ids.end(),
+                    spec.brokers.id_base,
+                    m.max_brokers_per_cluster,
+                    ports.end()
+                ),
+            );
+        }
+    }
+    // The sidecar (mTLS on the pod IP, admin on 127.0.0.1) and the broker's plaintext
+    // listener (127.0.0.1) share the pod's network namespace: their ports must differ.
+    let pod_ports = [
+        ("mesh.mtlsPort", m.mtls_port),
+        ("mesh.brokerPort", m.broker_port),
+        ("mesh.adminPort", m.admin_port),
+    ];
+    for (i, (path, port)) in pod_ports.iter().enumerate() {
+        if *port == 0 {
+            e.push(*path, "must be between 1 and 65535, found 0");
+        } else if let Some((other, _)) = pod_ports[..i].iter().find(|(_, p)| p == port) {
+            e.push(
+                *path,
+                format!("{port} is already {other}: both listen in the broker pod"),
+            );
+        }
+    }
+    if m.allowed_sans.is_empty() {
+        e.push(
+            "mesh.allowedSans",
+            "must list at least one subject alternative name a client certificate may carry (empty would refuse every client)",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, san) in m.allowed_sans.iter().enumerate() {
+        let path = format!("mesh.allowedSans[{i}]");
+        if san.trim().is_empty() {
+            e.push(path, "must not be empty");
+        } else if san.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            e.push(path, format!("{san:?} contains whitespace"));
+        } else if !seen.insert(san.as_str()) {
+            e.push(path, format!("duplicate SAN {san:?}"));
+        }
+    }
+    let t = &m.tls;
+    if !t.dir.starts_with('/') {
+        e.push(
+            "mesh.tls.dir",
+            format!("{:?}: expected an absolute path in the pod", t.dir),
+        );
+    }
+    let files = [
+        ("mesh.tls.certificate", &t.certificate),
+        ("mesh.tls.privateKey", &t.private_key),
+        ("mesh.tls.ca", &t.ca),
+    ];
+    for (i, (path, f)) in files.iter().enumerate() {
+        if f.is_empty() || f.contains('/') || *f == "." || *f == ".." {
+            e.push(
+                *path,
+                format!("{f:?}: expected a file name in mesh.tls.dir (a Secret key)"),
+            );
+        } else if let Some((other, _)) = files[..i].iter().find(|(_, g)| g == f) {
+            e.push(*path, format!("{f:?} is already {other}"));
+        }
     }
 }
 

@@ -64,7 +64,7 @@ fn wrong_type_names_field() {
     let PolicyError::Parse { path, .. } = &e else {
         panic!("expected a parse error, got {e:?}");
     };
-    assert_eq!(path, "listener.basePort");
+    assert_eq!(path, "mesh.basePort");
 }
 
 #[test]
@@ -125,9 +125,9 @@ fn rack_format_errors() {
 
 #[test]
 fn listener_template_rejects_unknown_placeholders() {
-    let e = err(&with("127.0.0.5:{port}", "127.0.0.5:{prot}"));
+    let e = err(&with("{mesh_address}:{port}", "{mesh_address}:{prot}"));
     assert!(
-        messages(&e)[0].contains("127.0.0.5:{prot}\": unknown placeholder {prot}"),
+        messages(&e)[0].contains("{mesh_address}:{prot}\": unknown placeholder {prot}"),
         "{e}"
     );
 }
@@ -235,15 +235,19 @@ fn identity_math() {
     assert_eq!(id.zone, "eu-west-1b");
     assert_eq!(id.rack, "k8s-a-eu-west-1b");
     assert_eq!(id.broker_id, 104);
-    assert_eq!(id.port, 9095);
+    // The mesh port follows the broker id (basePort 9091 + 104), not the ordinal.
+    assert_eq!(id.port, 9195);
     assert_eq!(
         p.advertised_listener(&id),
-        "INTERNAL://kafka-4.kafka-headless.streaming.k8s-a.kafka.internal:9092,CLIENT://127.0.0.5:9095"
+        "INTERNAL://kafka-4.kafka-headless.streaming.k8s-a.kafka.internal:9092,CLIENT://127.0.0.5:9195"
     );
     let e = p
-        .identity("kafka-70000", "streaming", 70000)
-        .expect_err("port overflow");
-    assert!(e.to_string().contains("beyond 65535"), "{e}");
+        .identity("kafka-100", "streaming", 100)
+        .expect_err("ordinal beyond maxBrokersPerCluster");
+    assert_eq!(
+        e.to_string(),
+        "ordinal 100 is beyond the mesh's 100 brokers per Kubernetes cluster (mesh.maxBrokersPerCluster)"
+    );
 }
 
 #[test]
@@ -276,7 +280,7 @@ fn readiness_and_kafka_settings_are_validated() {
     ));
     assert_eq!(
         messages(&e)[0],
-        "readiness.brokerState.urlTemplate: \"https://{pod}:5556/{nope}\": unknown placeholder {nope} (known: {pod}, {namespace}, {ordinal}, {broker_id}, {rack}, {zone}, {cluster}, {port})"
+        "readiness.brokerState.urlTemplate: \"https://{pod}:5556/{nope}\": unknown placeholder {nope} (known: {pod}, {namespace}, {ordinal}, {broker_id}, {rack}, {zone}, {cluster}, {port}, {mesh_address})"
     );
     let e = err(&with(
         "\"kafka-1.kafka-headless.streaming.svc:9092\"",

@@ -562,15 +562,16 @@ def test_k8s_b_values_render_examples_policy_k8s_b_yaml():
     assert rendered("k8s-b").policy() == yaml.safe_load((EXAMPLES / "policy-k8s-b.yaml").read_text())
 
 
-def test_policy_k8s_b_differs_from_k8s_a_in_cluster_id_base_and_loopback_only():
+def test_policy_k8s_b_differs_from_k8s_a_in_cluster_and_id_base_only():
     a = yaml.safe_load((EXAMPLES / "policy.yaml").read_text())
     b = yaml.safe_load((EXAMPLES / "policy-k8s-b.yaml").read_text())
     assert (b["cluster"], b["brokers"]["idBase"]) == ("k8s-b", 100)
-    assert "CLIENT://127.0.0.6:{port}" in b["listener"]["template"]
+    # The mesh address names the Kafka cluster: the same in both Kubernetes clusters.
+    assert a["mesh"] == b["mesh"]
+    assert "CLIENT://{mesh_address}:{port}" in b["listener"]["template"]
     b_as_a = json.loads(json.dumps(b))
     b_as_a["cluster"] = a["cluster"]
     b_as_a["brokers"]["idBase"] = a["brokers"]["idBase"]
-    b_as_a["listener"]["template"] = b["listener"]["template"].replace("127.0.0.6", "127.0.0.5")
     assert b_as_a == a
     result = inject_with_policy((EXAMPLES / "policy-k8s-b.yaml").read_text())
     assert result.returncode == 0, result.stderr

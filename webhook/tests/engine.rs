@@ -159,11 +159,12 @@ fn identity_labels_env_and_listener_follow_the_ordinal() {
     assert_eq!(env(kafka, "KAFKA_NODE_ID").expect("id")["value"], "104");
     assert_eq!(
         env(kafka, "KPOOL_BROKER_PORT").expect("port")["value"],
-        "9095"
+        "9195",
+        "mesh.basePort 9091 + broker id 104"
     );
     assert_eq!(
         env(kafka, "KAFKA_ADVERTISED_LISTENERS").expect("listener")["value"],
-        "INTERNAL://kafka-4.kafka-headless.streaming.k8s-a.kafka.internal:9092,CLIENT://127.0.0.5:9095"
+        "INTERNAL://kafka-4.kafka-headless.streaming.k8s-a.kafka.internal:9092,CLIENT://127.0.0.5:9195"
     );
     assert_eq!(
         env(kafka, "HOST_IP").expect("host ip")["valueFrom"]["fieldRef"]["fieldPath"],
