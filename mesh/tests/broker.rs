@@ -120,6 +120,7 @@ fn broker_bootstrap_terminates_mtls_and_forwards_to_the_broker_on_loopback() {
 fn policy_fields_reach_the_bootstrap() {
     let policy = policy_with(&[
         ("mtlsPort: 9443", "mtlsPort: 19443"),
+        ("containerPort: 9443", "containerPort: 19443"),
         ("brokerPort: 9094", "brokerPort: 19094"),
         ("adminPort: 9901", "adminPort: 19901"),
         (

@@ -139,6 +139,7 @@ fn running_envoy_loads_the_sds_files_and_listens_on_the_mtls_port() {
     let (mtls, admin, broker_port) = (free_port(), free_port(), free_port());
     let policy = policy_with(&[
         ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
+        ("containerPort: 9443", &format!("containerPort: {mtls}")),
         ("adminPort: 9901", &format!("adminPort: {admin}")),
         ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
     ]);

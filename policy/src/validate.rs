@@ -538,6 +538,30 @@ fn validate_mesh(spec: &PolicySpec, e: &mut Errors) {
             );
         }
     }
+    // The sidecar's declared `mtls` port is the one its Envoy listens on.
+    let ports = spec
+        .sidecar
+        .container
+        .get("ports")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, p) in ports.iter().enumerate() {
+        let declared = p.get("containerPort").and_then(Value::as_u64);
+        if m.mtls_port != 0
+            && p.get("name").and_then(Value::as_str) == Some("mtls")
+            && let Some(declared) = declared
+            && declared != u64::from(m.mtls_port)
+        {
+            e.push(
+                format!("sidecar.container.ports[{i}].containerPort"),
+                format!(
+                    "{declared} is the sidecar's `mtls` port, but mesh.mtlsPort (where its Envoy listens) is {}",
+                    m.mtls_port
+                ),
+            );
+        }
+    }
     if m.allowed_sans.is_empty() {
         e.push(
             "mesh.allowedSans",

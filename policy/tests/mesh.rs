@@ -190,6 +190,22 @@ fn pod_ports_that_collide_are_refused() {
 }
 
 #[test]
+fn the_sidecars_mtls_port_is_the_mesh_port() {
+    assert_eq!(
+        messages(&with("mtlsPort: 9443", "mtlsPort: 8443")),
+        [
+            "sidecar.container.ports[0].containerPort: 9443 is the sidecar's `mtls` port, but mesh.mtlsPort (where its Envoy listens) is 8443"
+        ]
+    );
+    let both = with("mtlsPort: 9443", "mtlsPort: 8443").replacen(
+        "containerPort: 9443",
+        "containerPort: 8443",
+        1,
+    );
+    Policy::from_yaml(&both, "p").expect("consistent");
+}
+
+#[test]
 fn sans_must_be_listed() {
     assert_eq!(
         messages(&with(
