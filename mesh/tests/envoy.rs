@@ -188,3 +188,86 @@ fn running_envoy_loads_the_sds_files_and_listens_on_the_mtls_port() {
         "{listeners}"
     );
 }
+
+/// The serial number of the certificate chain Envoy serves (`/certs`), if loaded.
+fn served_serial(admin: u16) -> Option<String> {
+    let body = admin_get(admin, "/certs")?;
+    let chain = body.split("\"cert_chain\"").nth(1)?;
+    let rest = chain.split("\"serial_number\": \"").nth(1)?;
+    rest.split('"').next().map(str::to_owned)
+}
+
+/// Lays out `dir` as the kubelet does a Secret volume: the files live in a timestamped
+/// directory, `..data` links to it, and each key links through `..data`. `swap` points
+/// `..data` at a new directory by an atomic rename, as the kubelet updates it.
+fn kubelet_volume(dir: &Path, generation: u32) {
+    let data = dir.join(format!("..2026_11_30_{generation}"));
+    write_certs(&data, BROKER_SAN);
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(data.file_name().expect("name"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let link = dir.join(key);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(key), &link).expect("key link");
+        }
+    }
+}
+
+#[test]
+fn a_rotated_secret_volume_is_served_without_a_restart() {
+    let Some(envoy) = envoy() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs");
+    kubelet_volume(&certs, 1);
+    let (mtls, admin, broker_port) = (free_port(), free_port(), free_port());
+    let policy = policy_with(&[
+        ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
+        ("containerPort: 9443", &format!("containerPort: {mtls}")),
+        ("adminPort: 9901", &format!("adminPort: {admin}")),
+        ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
+    ]);
+    let dir = tmp.path().join("config");
+    broker::render(
+        &policy,
+        &BrokerOptions {
+            config_dir: dir.clone(),
+            certs_dir: Some(certs.clone()),
+        },
+    )
+    .expect("renders")
+    .write_to(&dir, Format::Yaml)
+    .expect("write");
+    let child = Command::new(&envoy)
+        .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
+        .arg(dir.join("envoy.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start envoy");
+    let pid = child.id();
+    let _envoy = Running(child);
+
+    let wait_for = |what: &str, f: &dyn Fn() -> Option<String>| -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what} within 30s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = wait_for("the first certificate served", &|| served_serial(admin));
+    kubelet_volume(&certs, 2);
+    let second = wait_for("the rotated certificate served", &|| {
+        served_serial(admin).filter(|s| *s != first)
+    });
+    assert_ne!(first, second);
+    // The same process: no restart.
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "envoy {pid} still runs"
+    );
+}
