@@ -10,6 +10,7 @@
 //! The configurations are built as JSON values (Envoy's v3 API in its JSON mapping) and
 //! printed as YAML or JSON, both of which Envoy reads.
 
+pub mod apply;
 pub mod broker;
 pub mod envoy;
 

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kpool_mesh::apply;
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_policy::Policy;
 
@@ -46,6 +47,19 @@ struct BrokerConfigArgs {
     /// Output format of the bootstrap (Envoy reads both).
     #[arg(long, env = "KPOOL_MESH_FORMAT", value_enum, default_value_t = FormatArg::Yaml)]
     format: FormatArg,
+    /// Apply the bootstrap and its SDS files as this ConfigMap (server-side apply, field
+    /// manager kpool-mesh) in every namespace of --namespace, instead of printing them.
+    #[arg(long, env = "KPOOL_MESH_APPLY_CONFIGMAP", conflicts_with = "out")]
+    apply_configmap: Option<String>,
+    /// Namespaces to apply the ConfigMap in (repeat, or comma-separated in the env var);
+    /// default: the policy's brokers.namespaces.
+    #[arg(
+        long,
+        env = "KPOOL_MESH_NAMESPACE",
+        value_delimiter = ',',
+        requires = "apply_configmap"
+    )]
+    namespace: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,6 +99,36 @@ fn run_broker_config(a: BrokerConfigArgs) -> Result<()> {
     };
     let bundle = broker::render(&policy, &options)?;
     let format = a.format.into();
+    if let Some(name) = a.apply_configmap {
+        let namespaces = if a.namespace.is_empty() {
+            policy.spec().brokers.namespaces.clone()
+        } else {
+            a.namespace
+        };
+        let files = bundle.files(format)?;
+        let bodies: Vec<_> = namespaces
+            .iter()
+            .map(|ns| apply::configmap_body(&name, ns, &files, policy.hash()))
+            .collect();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")?;
+        return runtime.block_on(async {
+            let client = kube::Client::try_default()
+                .await
+                .context("connect to the Kubernetes API")?;
+            for body in &bodies {
+                apply::apply_configmap(&client, body).await?;
+                println!(
+                    "applied ConfigMap {}/{name}",
+                    body["metadata"]["namespace"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        });
+    }
     match a.out {
         Some(dir) => {
             for path in bundle.write_to(&dir, format)? {

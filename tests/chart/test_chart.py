@@ -36,6 +36,9 @@ CASES: dict[str, tuple[dict, str, str]] = {
                                   "excludeNamespaces": ["monitoring", "kube-public"]}}, NAMESPACE, "kpool"),
     "no-rotation": ({"certs": {"rotation": {"enabled": False}}}, NAMESPACE, "kpool"),
     "k8s-b": (K8S_B_VALUES, NAMESPACE, "kpool"),
+    "no-proxy-config": ({"proxyConfig": {"enabled": False}}, NAMESPACE, "kpool"),
+    "two-broker-namespaces": ({"policy": {"brokers": {"namespaces": ["streaming", "kafka-eu"]}},
+                               "proxyConfig": {"configMap": "broker-envoy"}}, NAMESPACE, "kpool"),
     # Another release name and namespace, a valueless pool taint, another opt-in label,
     # a pinned digest, extra guard allowances: names and selectors follow.
     "custom": ({"image": {"digest": "sha256:" + "ab" * 32, "tag": "0.1.1"},
@@ -105,6 +108,9 @@ def test_object_names_are_unique_and_namespaced_objects_are_in_the_release_names
         seen.add(key)
         if o.kind in cluster_scoped:
             assert o.namespace is None, o.ref()
+        elif o.kind in ("Role", "RoleBinding") and o.name == f"{r.fullname}-mesh-config":
+            # The mesh-config Job writes the sidecar's ConfigMap where the brokers are.
+            assert o.namespace in r.merged["policy"]["brokers"]["namespaces"], o.ref()
         else:
             assert o.namespace == r.namespace, o.ref()
         assert o.labels.get("app.kubernetes.io/part-of") == "kpool", o.ref()
@@ -227,8 +233,20 @@ def test_rbac_has_no_wildcards_and_nothing_to_spare(case):
     assert rules("ClusterRole", f"{fn}-agent") == sorted(agent_rules)
     secrets = (("",), ("secrets",), ("create", "get", "patch"),
                (f"{fn}-webhook-tls", f"{fn}-webhook-tls-ca"))
+    # The mesh-config Job: the sidecar's ConfigMap in each broker namespace, nothing else.
+    mesh_roles = [o for o in r.of_kind("Role") if o.name == f"{fn}-mesh-config"]
+    broker_namespaces = r.merged["policy"]["brokers"]["namespaces"]
+    if r.merged["proxyConfig"]["enabled"]:
+        assert sorted(o.namespace for o in mesh_roles) == sorted(broker_namespaces)
+        for o in mesh_roles:
+            assert sorted((tuple(x.get("apiGroups", [])), tuple(x["resources"]), tuple(sorted(x["verbs"])),
+                           tuple(x.get("resourceNames", []))) for x in o.doc["rules"]) == [
+                (("",), ("configmaps",), ("create", "patch"), (r.merged["proxyConfig"]["configMap"],))]
+    else:
+        assert not mesh_roles
+    roles = [o for o in roles if o not in mesh_roles]
     if r.merged["certManager"]["enabled"]:
-        assert not r.of_kind("Role") and {o.name for o in r.of_kind("ClusterRole")} == {f"{fn}-agent"}
+        assert {o.name for o in roles} == {f"{fn}-agent"}
     else:
         assert rules("Role", f"{fn}-certs") == [secrets]
         assert rules("Role", f"{fn}-certs-bootstrap") == [secrets]
@@ -414,8 +432,9 @@ def test_hook_jobs_run_as_service_accounts_that_exist_when_they_run(case):
     r = rendered(case)
     jobs = r.of_kind("Job") + r.of_kind("CronJob")
     if r.merged["certManager"]["enabled"]:
-        assert not jobs
-        return
+        assert {o.name for o in jobs} <= {f"{r.fullname}-mesh-config"}
+    if r.merged["proxyConfig"]["enabled"]:
+        assert r.find("Job", f"{r.fullname}-mesh-config") is not None
     assert jobs
     for o, _, pod in r.pod_specs():
         if o.kind not in ("Job", "CronJob"):
@@ -635,6 +654,38 @@ def test_policy_change_rolls_webhook_and_agent_pods():
     assert checksums(rendered("monitoring")) == a
 
 
+@pytest.mark.parametrize("case", ALL)
+def test_mesh_config_job_renders_the_policy_into_the_sidecars_configmap(case):
+    r = rendered(case)
+    job = r.find("Job", f"{r.fullname}-mesh-config")
+    if not r.merged["proxyConfig"]["enabled"]:
+        assert job is None
+        assert not [o for o in r.objects if "mesh-config" in o.name]
+        return
+    pod = job.doc["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["command"] == ["/usr/local/bin/kpool-mesh"]
+    assert c["args"] == ["broker-config", "--policy=/etc/kpool/policy/policy.yaml",
+                         f"--apply-configmap={r.merged['proxyConfig']['configMap']}"]
+    # It reads the policy the webhook and agent read, and reruns when that changes.
+    [v] = pod["volumes"]
+    assert v["configMap"]["name"] == f"{r.fullname}-policy"
+    assert c["volumeMounts"] == [{"name": "policy", "mountPath": "/etc/kpool/policy", "readOnly": True}]
+    webhook = r.one("Deployment", f"{r.fullname}-webhook").doc["spec"]["template"]["metadata"]
+    assert (job.doc["spec"]["template"]["metadata"]["annotations"]["checksum/policy"]
+            == webhook["annotations"]["checksum/policy"])
+    # Bound in every broker namespace, to the Job's own ServiceAccount.
+    for ns in r.merged["policy"]["brokers"]["namespaces"]:
+        rb = r.find("RoleBinding", f"{r.fullname}-mesh-config", ns)
+        assert rb is not None, ns
+        assert rb.doc["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                                       "namespace": r.namespace}]
+    # The default ConfigMap is the one the policy's sidecar mounts.
+    if case == "defaults":
+        volumes = r.merged["policy"]["sidecar"]["volumes"]
+        assert {"name": "kpool-proxy-config", "configMap": {"name": "kpool-proxy-config"}} in volumes
+
+
 def test_hooks_only_where_intended():
     r = rendered("defaults")
     hooked = sorted((o.kind, o.name, tuple(sorted(o.hooks))) for o in r.objects if o.hooks)
@@ -644,6 +695,7 @@ def test_hooks_only_where_intended():
         ("RoleBinding", "kpool-certs-bootstrap", ("pre-install",)),
         ("Job", "kpool-certs-bootstrap", ("pre-install",)),
         ("Job", "kpool-certs", ("post-install", "post-upgrade")),
+        ("Job", "kpool-mesh-config", ("post-install", "post-upgrade")),
     ])
 
 

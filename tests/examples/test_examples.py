@@ -260,7 +260,24 @@ def walkthrough(readme: str) -> Walkthrough:
                 created.append((step, Ref("Namespace", "", r.namespace)))
             for o in r.objects:
                 created.append((step, defined(o.doc, r.namespace)))
+            # The chart's mesh-config Job applies the sidecar's ConfigMap in each broker
+            # namespace after the install (kpool-mesh broker-config --apply-configmap).
+            for ns, name in mesh_config_targets(r):
+                created.append((step, Ref("ConfigMap", ns, name)))
     return Walkthrough(created, applied, installs)
+
+
+def mesh_config_targets(r: kpoolchart.Rendered) -> list[tuple[str, str]]:
+    """(namespace, ConfigMap) pairs the rendered chart's kpool-mesh Jobs apply."""
+    targets = []
+    for o, _, pod in r.pod_specs():
+        for c in pod.get("containers") or []:
+            if c.get("command") != ["/usr/local/bin/kpool-mesh"]:
+                continue
+            name, _ = flag(c.get("args") or [], "--apply-configmap")
+            if name:
+                targets += [(ns, name) for ns in r.merged["policy"]["brokers"]["namespaces"]]
+    return targets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +363,18 @@ def test_the_chart_policy_refers_only_to_what_the_walkthrough_creates():
         missing = [str(ref) for ref in policy_refs(policy, broker_namespaces(policy, example_workloads()))
                    if ref not in available]
         assert not missing, f"{r.case}: the rendered policy's sidecar needs {missing}"
+
+
+def test_the_mesh_config_job_finds_its_namespaces_at_install():
+    """The chart's post-install Job writes the sidecar's ConfigMap into the broker
+    namespaces, so the walkthrough creates them before `helm install`."""
+    w = the_walkthrough()
+    for step, r in w.helm_installs:
+        targets = mesh_config_targets(r)
+        assert targets, f"{r.case}: the chart renders the broker sidecar's ConfigMap"
+        before = w.created_before(step)
+        missing = sorted({ns for ns, _ in targets if Ref("Namespace", "", ns) not in before})
+        assert not missing, f"{r.case}: namespaces {missing} are created after helm install"
 
 
 def test_the_checker_sees_what_an_example_lacks():
