@@ -7,10 +7,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kpool_cli::audit::{AuditRecord, Subject};
+use kpool_cli::audit::{Action, AuditRecord, Decision, Subject};
 use kpool_cli::clock::now_rfc3339;
 use kpool_policy::Policy;
-use kpool_policy::model::Mode;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -237,32 +236,32 @@ impl Agent {
                 let new = seen.insert(key, o.until) != Some(o.until);
                 new.then(|| {
                     (
-                        "override",
+                        Decision::Override,
                         format!("override until {}: {}", o.until_text, o.reason),
-                        "reported-ready",
+                        Action::ReportedReady,
                     )
                 })
             }
             OverrideStatus::Expired { until } => seen.remove(&key).map(|_| {
                 (
-                    "override-expired",
+                    Decision::OverrideExpired,
                     format!("override expired at {until}"),
-                    "verdict-from-kafka",
+                    Action::VerdictFromKafka,
                 )
             }),
             OverrideStatus::Malformed { value, error } => {
                 seen.remove(&key);
                 Some((
-                    "override-ignored",
+                    Decision::OverrideIgnored,
                     format!("kpool.io/readiness-override {value:?} ignored: {error}"),
-                    "verdict-from-kafka",
+                    Action::VerdictFromKafka,
                 ))
             }
             OverrideStatus::None => seen.remove(&key).map(|_| {
                 (
-                    "override-removed",
+                    Decision::OverrideRemoved,
                     "override annotation removed".to_owned(),
-                    "verdict-from-kafka",
+                    Action::VerdictFromKafka,
                 )
             }),
         };
@@ -274,20 +273,17 @@ impl Agent {
             let record = AuditRecord {
                 time: now_rfc3339(),
                 component: "agent",
-                decision: decision.to_owned(),
+                decision,
                 subject: Subject {
                     namespace: namespace.to_owned(),
                     name: pod.to_owned(),
                     uid: String::new(),
                 },
                 reason,
-                reason_code: decision.to_owned(),
+                reason_code: decision.as_str().to_owned(),
                 policy_hash: self.policy.hash().to_owned(),
-                action: action.to_owned(),
-                mode: match self.policy.spec().mode {
-                    Mode::Enforce => "enforce",
-                    Mode::Audit => "audit",
-                },
+                action,
+                mode: self.policy.spec().mode,
                 admission: None,
             };
             crate::audit::emit(&record);

@@ -257,7 +257,7 @@ async fn blocked_eviction_is_in_the_event_and_the_audit_line() {
                 .contains("(refusal 1, 3 attempts each: ")
         );
     }
-    assert_eq!(records[0].action, "eviction-blocked");
+    assert_eq!(records[0].action.as_str(), "eviction-blocked");
 }
 
 #[tokio::test]
@@ -308,7 +308,7 @@ async fn audit_mode_reports_and_never_evicts() {
     assert!(
         records
             .iter()
-            .all(|r| r.action == "reported-audit-mode" && r.mode == "audit")
+            .all(|r| r.action.as_str() == "reported-audit-mode" && r.mode.as_str() == "audit")
     );
     // kafka-1 (created first) is the one that stays; the rack drift is kafka-1's (zone b).
     assert_eq!(log[0].body["regarding"]["name"], "kafka-0");
@@ -540,7 +540,7 @@ async fn a_pdb_refusing_for_good_is_a_counted_breach_and_never_a_deletion_withou
             assert_eq!(event.body["action"], "Evict");
         }
         assert_eq!(records.len(), 1);
-        assert_eq!(records[0].action, "eviction-blocked");
+        assert_eq!(records[0].action.as_str(), "eviction-blocked");
         assert_eq!(records[0].reason_code, "foreign-pod");
         assert!(records[0].reason.contains(&format!("(refusal {n},")));
         assert_eq!(actor.refusals().count("uid-nginx"), n);
@@ -647,7 +647,7 @@ async fn opted_in_enforce_deletes_after_n_refusals_with_the_uid_precondition_onl
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(actions, ["eviction-blocked", "deleted"]);
     assert_eq!(records[1].subject.uid, "uid-nginx");
-    assert_eq!(records[1].mode, "enforce");
+    assert_eq!(records[1].mode.as_str(), "enforce");
     assert_eq!(
         sample(
             &agent,

@@ -356,13 +356,21 @@ fn identity(_: &Metadata) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kpool_cli::audit::{Action, Decision, Subject};
+    use kpool_policy::model::Mode;
 
     fn record(i: usize) -> AuditRecord {
         AuditRecord {
             time: format!("t{i}"),
             component: "webhook",
-            decision: "inject".into(),
-            ..Default::default()
+            decision: Decision::Inject,
+            subject: Subject::default(),
+            reason: String::new(),
+            reason_code: String::new(),
+            policy_hash: String::new(),
+            action: Action::Patched,
+            mode: Mode::Enforce,
+            admission: None,
         }
     }
 

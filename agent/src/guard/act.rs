@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kpool_cli::audit::{AuditRecord, Subject};
+use kpool_cli::audit::{self, AuditRecord, Subject};
 use kpool_cli::clock::now_rfc3339;
 use kpool_policy::Policy;
 use kpool_policy::model::Mode;
@@ -53,14 +53,19 @@ pub enum EvictOutcome {
 }
 
 impl EvictOutcome {
-    /// The audit `action` and metric label.
-    pub fn code(&self) -> &'static str {
+    /// The audit `action`.
+    pub fn action(&self) -> audit::Action {
         match self {
-            Self::Evicted => "evicted",
-            Self::Gone => "already-gone",
-            Self::Blocked { .. } => "eviction-blocked",
-            Self::Failed(_) => "eviction-failed",
+            Self::Evicted => audit::Action::Evicted,
+            Self::Gone => audit::Action::AlreadyGone,
+            Self::Blocked { .. } => audit::Action::EvictionBlocked,
+            Self::Failed(_) => audit::Action::EvictionFailed,
         }
+    }
+
+    /// The metric label: the audit `action`'s string.
+    pub fn code(&self) -> &'static str {
+        self.action().as_str()
     }
 }
 
@@ -76,13 +81,18 @@ pub enum DeleteOutcome {
 }
 
 impl DeleteOutcome {
-    /// The audit `action` and metric label.
-    pub fn code(&self) -> &'static str {
+    /// The audit `action`.
+    pub fn action(&self) -> audit::Action {
         match self {
-            Self::Deleted => "deleted",
-            Self::Gone => "already-gone",
-            Self::Failed(_) => "delete-failed",
+            Self::Deleted => audit::Action::Deleted,
+            Self::Gone => audit::Action::AlreadyGone,
+            Self::Failed(_) => audit::Action::DeleteFailed,
         }
+    }
+
+    /// The metric label: the audit `action`'s string.
+    pub fn code(&self) -> &'static str {
+        self.action().as_str()
     }
 }
 
@@ -464,7 +474,7 @@ impl Actor {
         {
             tracing::warn!(error = %e, "cannot record the guard's Event");
         }
-        let mut records = vec![audit_record(policy, d, &action, &note)];
+        let mut records = vec![audit_record(policy, d, action, &note)];
 
         let mut deletion = None;
         if let (true, Some((namespace, name, uid)), Some(n)) = (deleting, pod, refusals) {
@@ -495,7 +505,7 @@ impl Actor {
                 self.event_on_pod_and_node(&v.target, reason, "Delete", &note)
                     .await;
             }
-            records.push(audit_record(policy, d, outcome.code(), &note));
+            records.push(audit_record(policy, d, outcome.action(), &note));
             deletion = Some(outcome);
         }
         Applied {
@@ -521,16 +531,21 @@ impl Actor {
 }
 
 /// The audit `action` of a decision.
-pub fn action_code(mode: Mode, action: Action, outcome: Option<&EvictOutcome>) -> String {
+pub fn action_code(mode: Mode, action: Action, outcome: Option<&EvictOutcome>) -> audit::Action {
     match (action, outcome) {
-        (Action::Evict, Some(o)) => o.code().to_owned(),
-        (_, _) if mode == Mode::Audit => "reported-audit-mode".to_owned(),
-        _ => "reported".to_owned(),
+        (Action::Evict, Some(o)) => o.action(),
+        (_, _) if mode == Mode::Audit => audit::Action::ReportedAuditMode,
+        _ => audit::Action::Reported,
     }
 }
 
 /// The audit record (shared schema) of a guard decision.
-pub fn audit_record(policy: &Policy, d: &Decision, action: &str, reason: &str) -> AuditRecord {
+pub fn audit_record(
+    policy: &Policy,
+    d: &Decision,
+    action: audit::Action,
+    reason: &str,
+) -> AuditRecord {
     let v = &d.violation;
     let subject = match &v.target {
         Target::Pod {
@@ -551,16 +566,13 @@ pub fn audit_record(policy: &Policy, d: &Decision, action: &str, reason: &str) -
     AuditRecord {
         time: now_rfc3339(),
         component: "agent",
-        decision: "violation".to_owned(),
+        decision: audit::Decision::Violation,
         subject,
         reason: reason.to_owned(),
         reason_code: v.kind.code().to_owned(),
         policy_hash: policy.hash().to_owned(),
-        action: action.to_owned(),
-        mode: match policy.spec().mode {
-            Mode::Enforce => "enforce",
-            Mode::Audit => "audit",
-        },
+        action,
+        mode: policy.spec().mode,
         admission: None,
     }
 }

@@ -8,7 +8,7 @@ mod router;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kpool_cli::audit::{AdmissionFacts, AuditRecord, Subject};
+use kpool_cli::audit::{Action, AdmissionFacts, AuditRecord, Decision, Subject};
 use kpool_cli::clock::now_rfc3339;
 use kpool_policy::Policy;
 use kpool_policy::model::Mode;
@@ -17,7 +17,7 @@ pub use router::{AdmissionLimits, AppState, MAX_BODY_BYTES, ops_router, router};
 
 use crate::audit::AuditLog;
 use crate::guard::{self, Verdict};
-use crate::inject::{Context, Decision, Injector, PodView, Target};
+use crate::inject::{self, Context, Injector, PodView, Target};
 use crate::metrics::{EndpointLabel, Metrics, RequestLabels};
 use review::{Answer, Object, Request, ReviewError};
 
@@ -49,16 +49,16 @@ pub struct Reply {
 /// What one request decided, before encoding.
 struct Decided {
     answer: Answer,
-    decision: &'static str,
+    decision: Decision,
     reason_code: &'static str,
     reason: String,
-    action: &'static str,
+    action: Action,
     subject: Subject,
     patch_ops: usize,
 }
 
 impl Decided {
-    fn allow(decision: &'static str, reason_code: &'static str, reason: String) -> Self {
+    fn allow(decision: Decision, reason_code: &'static str, reason: String) -> Self {
         Self {
             answer: Answer {
                 allowed: true,
@@ -67,7 +67,7 @@ impl Decided {
             decision,
             reason_code,
             reason,
-            action: "admitted",
+            action: Action::Admitted,
             subject: Subject::default(),
             patch_ops: 0,
         }
@@ -80,10 +80,10 @@ impl Decided {
                 status: Some((code, reason.clone())),
                 ..Answer::default()
             },
-            decision: "error",
+            decision: Decision::Error,
             reason_code,
             reason,
-            action: "rejected",
+            action: Action::Rejected,
             subject: Subject::default(),
             patch_ops: 0,
         }
@@ -210,7 +210,7 @@ impl Admission {
             .requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.as_str(),
-                decision: decided.decision,
+                decision: decided.decision.as_str(),
                 reason: decided.reason_code,
             })
             .inc();
@@ -229,13 +229,13 @@ impl Admission {
         self.audit.record(&AuditRecord {
             time: now_rfc3339(),
             component: "webhook",
-            decision: decided.decision.to_owned(),
+            decision: decided.decision,
             subject: decided.subject,
             reason: decided.reason,
             reason_code: decided.reason_code.to_owned(),
             policy_hash: policy.hash().to_owned(),
-            action: decided.action.to_owned(),
-            mode: mode_str(policy.spec().mode),
+            action: decided.action,
+            mode: policy.spec().mode,
             admission: Some(facts),
         });
     }
@@ -245,7 +245,7 @@ impl Admission {
         if !kind.is_some_and(|k| k.is_pod()) {
             let what = kind.map_or_else(|| "no kind".to_owned(), ToString::to_string);
             let mut d = Decided::allow(
-                "skip",
+                Decision::Skip,
                 "unsupported-kind",
                 review::clip_owned(format!("kind {what}: kpool mutates only v1 Pods")),
             );
@@ -257,7 +257,7 @@ impl Admission {
             // Nothing to inject, so nothing to read: a DELETE carries no object, and an
             // unreadable one is not kpool's to refuse here.
             let mut d = Decided::allow(
-                "skip",
+                Decision::Skip,
                 "not-create",
                 review::clip_owned(format!(
                     "operation {operation}: kpool mutates pods on CREATE only"
@@ -284,22 +284,22 @@ impl Admission {
         let deny = |code: &'static str, reason: String| {
             let reason = review::clip_owned(reason);
             if audit_mode {
-                let mut d = Decided::allow("deny", code, reason);
-                d.action = "admitted-audit-mode";
+                let mut d = Decided::allow(Decision::Deny, code, reason);
+                d.action = Action::AdmittedAuditMode;
                 d.answer
                     .warnings
                     .push(format!("kpool (audit mode, not enforced): {}", d.reason));
                 d
             } else {
                 let mut d = Decided::reject(403, code, reason);
-                d.decision = "deny";
-                d.action = "denied";
+                d.decision = Decision::Deny;
+                d.action = Action::Denied;
                 d.answer.status = Some((403, format!("kpool: {}", d.reason)));
                 d
             }
         };
         let mut d = match &outcome.decision {
-            Decision::Inject => {
+            inject::Decision::Inject => {
                 let patch = outcome.patch_json();
                 if patch.len() > review::MAX_PATCH_BYTES {
                     // The engine's own bounds keep patches far below this; only a policy
@@ -314,10 +314,10 @@ impl Admission {
                         ),
                     )
                 } else {
-                    let mut d = Decided::allow("inject", "injected", String::new());
+                    let mut d = Decided::allow(Decision::Inject, "injected", String::new());
                     d.answer.patch = Some(patch);
                     d.patch_ops = outcome.patch.len();
-                    d.action = "patched";
+                    d.action = Action::Patched;
                     d.reason = outcome
                         .changed
                         .iter()
@@ -327,13 +327,13 @@ impl Admission {
                     d
                 }
             }
-            Decision::AlreadyInjected => {
-                Decided::allow("already-injected", "already-injected", String::new())
+            inject::Decision::AlreadyInjected => {
+                Decided::allow(Decision::AlreadyInjected, "already-injected", String::new())
             }
-            Decision::Skip(r) => {
-                Decided::allow("skip", r.code(), review::clip_owned(r.to_string()))
+            inject::Decision::Skip(r) => {
+                Decided::allow(Decision::Skip, r.code(), review::clip_owned(r.to_string()))
             }
-            Decision::Deny(r) => deny(r.code(), r.to_string()),
+            inject::Decision::Deny(r) => deny(r.code(), r.to_string()),
         };
         for note in &outcome.notes {
             d.answer.warnings.push(format!("kpool: {note}"));
@@ -345,7 +345,7 @@ impl Admission {
     fn validate(&self, req: &Request<'_>) -> Decided {
         if !req.kind.as_ref().is_some_and(|k| k.is_pod()) {
             return Decided::allow(
-                "allow",
+                Decision::Allow,
                 "unsupported-kind",
                 "kpool guards only v1 Pods".to_owned(),
             );
@@ -353,7 +353,7 @@ impl Admission {
         let operation = req.operation.as_deref().unwrap_or_default();
         if !matches!(operation, "CREATE" | "UPDATE") {
             return Decided::allow(
-                "allow",
+                Decision::Allow,
                 "not-create-or-update",
                 review::clip_owned(format!(
                     "operation {operation}: the pool guard checks CREATE and UPDATE"
@@ -377,12 +377,12 @@ impl Admission {
             .flatten();
         let mut d = match guard::check(self.policy(), pod, namespace, creator) {
             Verdict::Allow(a) => {
-                Decided::allow("allow", a.code(), review::clip_owned(a.to_string()))
+                Decided::allow(Decision::Allow, a.code(), review::clip_owned(a.to_string()))
             }
             Verdict::Violation(v) if self.policy().spec().mode == Mode::Audit => {
                 let message = review::clip_owned(v.message);
-                let mut d = Decided::allow("violation", v.rule, message.clone());
-                d.action = "admitted-audit-mode";
+                let mut d = Decided::allow(Decision::Violation, v.rule, message.clone());
+                d.action = Action::AdmittedAuditMode;
                 d.answer
                     .warnings
                     .push(format!("{message} (audit mode, not enforced)"));
@@ -390,8 +390,8 @@ impl Admission {
             }
             Verdict::Violation(v) => {
                 let mut d = Decided::reject(403, v.rule, review::clip_owned(v.message));
-                d.decision = "violation";
-                d.action = "denied";
+                d.decision = Decision::Violation;
+                d.action = Action::Denied;
                 d
             }
         };
@@ -465,12 +465,5 @@ fn review_error_code(e: &ReviewError) -> &'static str {
         ReviewError::NoRequest => "no-request",
         ReviewError::NoUid => "no-uid",
         ReviewError::UidTooLong(_) => "uid-too-long",
-    }
-}
-
-fn mode_str(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Enforce => "enforce",
-        Mode::Audit => "audit",
     }
 }
