@@ -38,6 +38,41 @@ impl Endpoint {
     }
 }
 
+/// The operation of an admission request, read once from `request.operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+    /// Anything else, or no operation: the request's own text is what answers and audit
+    /// lines quote.
+    Other,
+}
+
+impl Operation {
+    const NAMED: [Self; 4] = [Self::Create, Self::Update, Self::Delete, Self::Connect];
+
+    /// The API server's name of the operation (`CREATE`, ...); `Other` has none (`""`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+            Self::Other => "",
+        }
+    }
+
+    /// Reads `request.operation`: one of the API server's names (exact case), else `Other`.
+    pub fn parse(text: &str) -> Self {
+        Self::NAMED
+            .into_iter()
+            .find(|o| o.as_str() == text)
+            .unwrap_or(Self::Other)
+    }
+}
+
 /// An HTTP reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -134,9 +169,10 @@ impl Admission {
                 (reply, decided, None)
             }
             Ok(req) => {
+                let operation = Operation::parse(req.operation.as_deref().unwrap_or_default());
                 let mut decided = match endpoint {
-                    Endpoint::Mutate => self.mutate(&req),
-                    Endpoint::Validate => self.validate(&req),
+                    Endpoint::Mutate => self.mutate(&req, operation),
+                    Endpoint::Validate => self.validate(&req, operation),
                 };
                 if decided.subject.name.is_empty() {
                     decided.subject.name = req.name.as_deref().unwrap_or_default().to_owned();
@@ -240,7 +276,7 @@ impl Admission {
         });
     }
 
-    fn mutate(&self, req: &Request<'_>) -> Decided {
+    fn mutate(&self, req: &Request<'_>, operation: Operation) -> Decided {
         let kind = req.kind.as_ref();
         if !kind.is_some_and(|k| k.is_pod()) {
             let what = kind.map_or_else(|| "no kind".to_owned(), ToString::to_string);
@@ -252,8 +288,8 @@ impl Admission {
             d.answer.status = Some((200, format!("kpool: {}", d.reason)));
             return d;
         }
-        let operation = req.operation.as_deref().unwrap_or_default();
-        if operation != "CREATE" {
+        if operation != Operation::Create {
+            let operation = req.operation.as_deref().unwrap_or_default();
             // Nothing to inject, so nothing to read: a DELETE carries no object, and an
             // unreadable one is not kpool's to refuse here.
             let mut d = Decided::allow(
@@ -342,7 +378,7 @@ impl Admission {
         d
     }
 
-    fn validate(&self, req: &Request<'_>) -> Decided {
+    fn validate(&self, req: &Request<'_>, operation: Operation) -> Decided {
         if !req.kind.as_ref().is_some_and(|k| k.is_pod()) {
             return Decided::allow(
                 Decision::Allow,
@@ -350,8 +386,8 @@ impl Admission {
                 "kpool guards only v1 Pods".to_owned(),
             );
         }
-        let operation = req.operation.as_deref().unwrap_or_default();
-        if !matches!(operation, "CREATE" | "UPDATE") {
+        if !matches!(operation, Operation::Create | Operation::Update) {
+            let operation = req.operation.as_deref().unwrap_or_default();
             return Decided::allow(
                 Decision::Allow,
                 "not-create-or-update",
@@ -372,7 +408,7 @@ impl Admission {
             .unwrap_or("default");
         let subject = subject_of(pod, req);
         // Who made the pod is proven only on CREATE.
-        let creator = (operation == "CREATE")
+        let creator = (operation == Operation::Create)
             .then(|| req.user_info.as_ref().and_then(|u| u.username.as_deref()))
             .flatten();
         let mut d = match guard::check(self.policy(), pod, namespace, creator) {
@@ -465,5 +501,20 @@ fn review_error_code(e: &ReviewError) -> &'static str {
         ReviewError::NoRequest => "no-request",
         ReviewError::NoUid => "no-uid",
         ReviewError::UidTooLong(_) => "uid-too-long",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_is_read_by_its_exact_api_name() {
+        for op in Operation::NAMED {
+            assert_eq!(Operation::parse(op.as_str()), op);
+        }
+        for other in ["", "create", "PATCH", " CREATE", "CREATE "] {
+            assert_eq!(Operation::parse(other), Operation::Other, "{other:?}");
+        }
     }
 }
