@@ -1,7 +1,9 @@
 //! Answers stay proportionate: a review just under 3 MiB built to make the answer as large
-//! as possible (tens of thousands of node selector terms, duplicate identity env, thousands
-//! of containers or tolerations, names and strings of megabytes) is answered in under
-//! 1 MiB, and the decision names the bound that was hit.
+//! as possible (thousands of node selector terms, duplicate identity env, thousands of
+//! containers or tolerations, names and strings of megabytes) is answered in under 1 MiB,
+//! and the decision names the bound that was hit. Decoding stays proportionate too: a pod
+//! with more than `MAX_POD_ITEMS` list and map entries (a million `{}` containers built
+//! 143 MiB) is refused naming the list where the budget ran out, in a small answer.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use kpool_webhook::admission::{Admission, Endpoint, Reply};
 use kpool_webhook::audit::{AuditLog, AuditTarget};
-use kpool_webhook::inject::{MAX_ENV_DUPLICATES, MAX_NODE_SELECTOR_TERMS};
+use kpool_webhook::inject::{MAX_ENV_DUPLICATES, MAX_NODE_SELECTOR_TERMS, MAX_POD_ITEMS};
 use kpool_webhook::metrics::Metrics;
 use serde_json::{Value, json};
 
@@ -52,15 +54,64 @@ fn just_under_3mib(
     pointer: &str,
     item: impl Fn(usize) -> String,
 ) -> (Vec<u8>, usize) {
+    fill(edit, pointer, item, usize::MAX, false)
+}
+
+/// The captured CREATE of kafka-0, changed by `edit`, with `n` items `item(i)` in the array
+/// at `pointer`; when `pad`, made just under 3 MiB by a managedFields entry (the view
+/// skips it) after them.
+fn with_items(
+    edit: impl FnOnce(&mut Value),
+    pointer: &str,
+    item: impl Fn(usize) -> String,
+    n: usize,
+    pad: bool,
+) -> Vec<u8> {
+    let (body, got) = fill(edit, pointer, item, n, pad);
+    assert_eq!(got, n, "{n} items fit in 3 MiB");
+    body
+}
+
+fn fill(
+    edit: impl FnOnce(&mut Value),
+    pointer: &str,
+    item: impl Fn(usize) -> String,
+    max: usize,
+    pad: bool,
+) -> (Vec<u8>, usize) {
+    fill_with(edit, pointer, ('[', ']'), item, max, pad)
+}
+
+/// [`fill`], the items between `open` and `close`.
+fn fill_with(
+    edit: impl FnOnce(&mut Value),
+    pointer: &str,
+    (open, close): (char, char),
+    item: impl Fn(usize) -> String,
+    max: usize,
+    pad: bool,
+) -> (Vec<u8>, usize) {
     let mut review = common::fixture("000-create-kafka-0.json");
     edit(&mut review);
-    *review.pointer_mut(pointer).expect("pointer exists") = json!("@@FILL@@");
+    // The member is created if the pod has none.
+    let (parent, key) = pointer.rsplit_once('/').expect("a member pointer");
+    review
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .expect("parent object exists")
+        .insert(key.to_owned(), json!("@@FILL@@"));
+    if pad {
+        review["request"]["object"]["metadata"]["managedFields"]
+            .as_array_mut()
+            .expect("managedFields")
+            .push(json!({"manager": "@@PAD@@"}));
+    }
     let text = review.to_string();
     let (head, tail) = text.split_once("\"@@FILL@@\"").expect("placeholder");
     let room = REQUEST_LIMIT - 1 - head.len() - tail.len() - 2;
-    let mut fill = String::with_capacity(room);
+    let mut fill = String::with_capacity(room.min(max.saturating_mul(64)));
     let mut n = 0;
-    loop {
+    while n < max {
         let next = item(n);
         if fill.len() + next.len() + 1 > room {
             break;
@@ -71,14 +122,20 @@ fn just_under_3mib(
         fill.push_str(&next);
         n += 1;
     }
-    let body = format!("{head}[{fill}]{tail}").into_bytes();
-    assert!(body.len() < REQUEST_LIMIT);
-    assert!(
-        body.len() > REQUEST_LIMIT - 64 * 1024,
-        "{} bytes",
-        body.len()
-    );
-    (body, n)
+    let mut body = format!("{head}{open}{fill}{close}{tail}");
+    if pad {
+        let room = REQUEST_LIMIT - 1 - (body.len() - "@@PAD@@".len());
+        body = body.replacen("@@PAD@@", &"x".repeat(room), 1);
+    }
+    if pad || max == usize::MAX {
+        assert!(body.len() < REQUEST_LIMIT);
+        assert!(
+            body.len() > REQUEST_LIMIT - 64 * 1024,
+            "{} bytes",
+            body.len()
+        );
+    }
+    (body.into_bytes(), n)
 }
 
 /// The captured CREATE of kafka-0 with the string at `pointer` made just under 3 MiB long
@@ -152,15 +209,21 @@ fn set_affinity(review: &mut Value) {
 
 const TERMS: &str = "/request/object/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms";
 
+/// A term with an expression of its own (7 items of the budget).
+fn term_with_expression(i: usize) -> String {
+    format!(
+        r#"{{"matchExpressions":[{{"key":"node.kubernetes.io/instance-type","operator":"In","values":["m{i}"]}}]}}"#
+    )
+}
+
 #[test]
-fn tens_of_thousands_of_node_selector_terms_get_a_small_denial() {
+fn thousands_of_node_selector_terms_get_a_small_denial() {
     let (admission, _dir) = admission();
-    // The reported review: terms with expressions of their own (30,000 in 1.6 MB).
-    let (body, n) = just_under_3mib(set_affinity, TERMS, |i| {
-        format!(
-            r#"{{"matchExpressions":[{{"key":"node.kubernetes.io/instance-type","operator":"In","values":["m{i}"]}}]}}"#
-        )
-    });
+    // Terms with expressions of their own, as many as a pod can hold within the item budget
+    // (the reported review had 30,000 in 1.6 MB: see
+    // `every_list_past_the_item_budget_is_refused_naming_the_field`).
+    let n = 2_500;
+    let body = with_items(set_affinity, TERMS, term_with_expression, n, true);
     let reply = answer(&admission, "terms with expressions", &body);
     denied(
         &reply,
@@ -169,9 +232,9 @@ fn tens_of_thousands_of_node_selector_terms_get_a_small_denial() {
         ),
     );
 
-    // Empty terms: the most terms (and, merged, the most operations) per request byte.
-    let (body, n) = just_under_3mib(set_affinity, TERMS, |_| "{}".to_owned());
-    assert!(n > 1_000_000, "{n}");
+    // Empty terms: the most terms (and, merged, the most operations) per item.
+    let n = MAX_POD_ITEMS - 1_000;
+    let body = with_items(set_affinity, TERMS, |_| "{}".to_owned(), n, true);
     let reply = answer(&admission, "empty terms", &body);
     denied(
         &reply,
@@ -180,15 +243,17 @@ fn tens_of_thousands_of_node_selector_terms_get_a_small_denial() {
 }
 
 #[test]
-fn a_hundred_thousand_duplicate_identity_env_entries_get_a_small_denial() {
+fn thousands_of_duplicate_identity_env_entries_get_a_small_denial() {
     let (admission, _dir) = admission();
     let names = ["KAFKA_NODE_ID", "KAFKA_BROKER_RACK", "HOST_IP", "POD_NAME"];
-    let (body, n) = just_under_3mib(
+    let n = MAX_POD_ITEMS - 1_000;
+    let body = with_items(
         |_| {},
         "/request/object/spec/containers/0/env",
         |i| format!(r#"{{"name":"{}","value":"{i}"}}"#, names[i % names.len()]),
+        n,
+        true,
     );
-    assert!(n > 50_000, "{n}");
     let reply = answer(&admission, "env duplicates", &body);
     denied(
         &reply,
@@ -204,13 +269,13 @@ fn a_hundred_thousand_duplicate_identity_env_entries_get_a_small_denial() {
 fn thousands_of_containers_or_tolerations_add_nothing_to_the_patch() {
     let (admission, _dir) = admission();
     // Per-container injection would multiply: kpool injects into the broker container
-    // only, and each extra container carries everything kpool could touch.
+    // only, and each extra container carries everything kpool could touch (7 items).
     let small = common::fixture("000-create-kafka-0.json").to_string();
     let small_patch = patch_bytes(&response(
         &admission.handle(Endpoint::Mutate, small.as_bytes()),
     ));
     let kafka = common::fixture_pod("000-create-kafka-0.json")["spec"]["containers"][0].to_string();
-    let (body, n) = just_under_3mib(
+    let body = with_items(
         |_| {},
         "/request/object/spec/containers",
         |i| {
@@ -222,8 +287,9 @@ fn thousands_of_containers_or_tolerations_add_nothing_to_the_patch() {
                 )
             }
         },
+        2_500,
+        true,
     );
-    assert!(n > 10_000, "{n}");
     let r = response(&answer(&admission, "containers", &body));
     assert_eq!(r["allowed"], true);
     assert_eq!(
@@ -232,12 +298,13 @@ fn thousands_of_containers_or_tolerations_add_nothing_to_the_patch() {
         "same patch as with 2 containers"
     );
 
-    let (body, n) = just_under_3mib(
+    let body = with_items(
         |_| {},
         "/request/object/spec/tolerations",
         |i| format!(r#"{{"key":"k{i}","operator":"Exists","effect":"NoExecute"}}"#),
+        MAX_POD_ITEMS - 1_000,
+        true,
     );
-    assert!(n > 40_000, "{n}");
     let r = response(&answer(&admission, "tolerations", &body));
     assert_eq!(r["allowed"], true);
     assert_eq!(
@@ -246,6 +313,172 @@ fn thousands_of_containers_or_tolerations_add_nothing_to_the_patch() {
         "one toleration added, as always"
     );
 }
+
+/// Each list the pod view builds, filled to just under 3 MiB (a million `{}` containers
+/// built 143 MiB, `{}` tolerations 111 MiB, empty node selector terms 71 MiB): the decode
+/// stops at the item budget, and both endpoints answer in a few hundred bytes naming the
+/// list where it ran out.
+#[test]
+fn every_list_past_the_item_budget_is_refused_naming_the_field() {
+    let (admission, _dir) = admission();
+    let set_probe = |review: &mut Value| {
+        review["request"]["object"]["spec"]["containers"][0]["readinessProbe"] =
+            json!({"exec": {"command": []}});
+    };
+    let none = |_: &mut Value| {};
+    let empty = |_: usize| "{}".to_owned();
+    let pair = |_: usize| r#""":"""#.to_owned();
+    type Case<'a> = (
+        &'a str,
+        &'a dyn Fn(&mut Value),
+        &'a str,
+        bool,
+        &'a dyn Fn(usize) -> String,
+    );
+    let cases: &[Case<'_>] = &[
+        (
+            "spec.containers",
+            &none,
+            "/request/object/spec/containers",
+            false,
+            &empty,
+        ),
+        (
+            "spec.initContainers",
+            &none,
+            "/request/object/spec/initContainers",
+            false,
+            &empty,
+        ),
+        (
+            "spec.containers[0].env",
+            &none,
+            "/request/object/spec/containers/0/env",
+            false,
+            &empty,
+        ),
+        (
+            "spec.containers[0].env",
+            &none,
+            "/request/object/spec/containers/0/env",
+            false,
+            &|i| format!(r#"{{"name":"KAFKA_NODE_ID","value":"{i}"}}"#),
+        ),
+        (
+            "spec.containers[0].volumeMounts",
+            &none,
+            "/request/object/spec/containers/0/volumeMounts",
+            false,
+            &empty,
+        ),
+        (
+            "spec.containers[0].readinessProbe.exec.command",
+            &set_probe,
+            "/request/object/spec/containers/0/readinessProbe/exec/command",
+            false,
+            &|_| "0".to_owned(),
+        ),
+        // Nested: the budget runs out in some container's env.
+        (
+            "spec.containers[",
+            &none,
+            "/request/object/spec/containers",
+            false,
+            &|_| r#"{"env":[{},{},{}]}"#.to_owned(),
+        ),
+        (
+            "spec.volumes",
+            &none,
+            "/request/object/spec/volumes",
+            false,
+            &empty,
+        ),
+        (
+            "spec.tolerations",
+            &none,
+            "/request/object/spec/tolerations",
+            false,
+            &empty,
+        ),
+        (
+            "spec.topologySpreadConstraints",
+            &none,
+            "/request/object/spec/topologySpreadConstraints",
+            false,
+            &empty,
+        ),
+        (TERMS_FIELD, &set_affinity, TERMS, false, &empty),
+        (TERMS_FIELD, &set_affinity, TERMS, false, &|_| {
+            r#"{"a":0}"#.to_owned()
+        }),
+        // The reported review: 30,000 terms with expressions in 1.6 MB.
+        (
+            TERMS_FIELD,
+            &set_affinity,
+            TERMS,
+            false,
+            &term_with_expression,
+        ),
+        (
+            "spec.nodeSelector",
+            &none,
+            "/request/object/spec/nodeSelector",
+            true,
+            &pair,
+        ),
+        (
+            "metadata.labels",
+            &none,
+            "/request/object/metadata/labels",
+            true,
+            &pair,
+        ),
+        (
+            "metadata.annotations",
+            &none,
+            "/request/object/metadata/annotations",
+            true,
+            &pair,
+        ),
+        (
+            "metadata.ownerReferences",
+            &none,
+            "/request/object/metadata/ownerReferences",
+            false,
+            &empty,
+        ),
+    ];
+    for (field, edit, pointer, object, item) in cases {
+        let delimiters = if *object { ('{', '}') } else { ('[', ']') };
+        let (body, n) = fill_with(edit, pointer, delimiters, item, usize::MAX, false);
+        assert!(n > MAX_POD_ITEMS, "{field}: {n} items");
+        let want = format!("request.object is not a readable Pod: request.object.{field}");
+        let budget = format!(
+            "more than {MAX_POD_ITEMS} items (entries of lists and maps) in one pod; kpool reads at most {MAX_POD_ITEMS}, real pods have a few hundred"
+        );
+        for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+            let reply = admission.handle(endpoint, &body);
+            let r = response(&reply);
+            let message = r["status"]["message"].as_str().unwrap_or_default();
+            eprintln!(
+                "{field} ({n} items) {endpoint:?}: {} answer bytes: {message}",
+                reply.body.len()
+            );
+            assert!(
+                reply.body.len() < 1024,
+                "{field}: {} bytes",
+                reply.body.len()
+            );
+            assert_eq!(r["allowed"], false, "{field}");
+            assert_eq!(r["status"]["code"], 400, "{field}");
+            assert!(message.starts_with(&want), "{field}: {message}");
+            assert!(message.contains(&budget), "{field}: {message}");
+        }
+    }
+}
+
+const TERMS_FIELD: &str =
+    "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms";
 
 fn patch_bytes(response: &Value) -> usize {
     response["patch"].as_str().map_or(0, |p| {
@@ -264,8 +497,9 @@ fn the_largest_patch_within_every_bound_is_well_under_1_mib() {
         &format!("namespaces: [streaming, {namespace}]"),
     ));
     // Every term needs both expressions (two operations), every allowed duplicate is
-    // removed, the pod name and namespace are as long as Kubernetes allows, and the rest of
-    // the 3 MiB is tolerations the engine scans and leaves alone.
+    // removed, the pod name and namespace are as long as Kubernetes allows, the rest of the
+    // item budget is tolerations the engine scans and leaves alone, and the rest of the
+    // 3 MiB a managedFields entry.
     let name = format!("{}-0", "k".repeat(251));
     let terms: Vec<Value> = (0..MAX_NODE_SELECTOR_TERMS)
         .map(|_| json!({"matchExpressions": []}))
@@ -273,7 +507,7 @@ fn the_largest_patch_within_every_bound_is_well_under_1_mib() {
     let env: Vec<Value> = (0..=MAX_ENV_DUPLICATES)
         .map(|i| json!({"name": "KAFKA_NODE_ID", "value": i.to_string()}))
         .collect();
-    let (body, _) = just_under_3mib(
+    let body = with_items(
         |review| {
             let req = &mut review["request"];
             req["name"] = json!(name);
@@ -291,6 +525,8 @@ fn the_largest_patch_within_every_bound_is_well_under_1_mib() {
         },
         "/request/object/spec/tolerations",
         |i| format!(r#"{{"key":"k{i}","operator":"Exists"}}"#),
+        MAX_POD_ITEMS - 2_000,
+        true,
     );
     let reply = answer(&admission, "everything at the bounds", &body);
     let r = response(&reply);

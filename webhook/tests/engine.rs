@@ -839,16 +839,17 @@ fn node_selector_terms_up_to_the_bound_are_merged_and_beyond_it_denied() {
         )
     );
     assert!(out.patch.is_empty());
-    // A template is bounded the same way.
+    // A template is bounded the same way (9,000 terms of 2 items each: within the pod
+    // view's item budget).
     let (out, _) = inject(
         &policy(),
-        &broker_pod("x", json!({"affinity": terms(30_000, 0)})),
+        &broker_pod("x", json!({"affinity": terms(9_000, 0)})),
         Context::TEMPLATE,
     );
     assert!(
         matches!(
             out.decision,
-            Decision::Deny(DenyReason::TooManyNodeSelectorTerms { found: 30_000, .. })
+            Decision::Deny(DenyReason::TooManyNodeSelectorTerms { found: 9_000, .. })
         ),
         "{:?}",
         out.decision

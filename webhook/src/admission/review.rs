@@ -6,7 +6,9 @@
 //! slower pass run (envelope first, object kept raw, then the pod view with field-path
 //! tracking) so that a bad body or object gets an error naming what is wrong; both passes
 //! deserialise the same bytes with the same types, so a body the fast pass reads is read
-//! the same way by the slow one.
+//! the same way by the slow one. Both stop at the pod view's item budget
+//! ([`crate::inject::MAX_POD_ITEMS`]): a pod with more items is an [`Object::Unreadable`]
+//! naming the list, so what a decode builds stays a few MiB whatever the body holds.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -4,7 +4,10 @@
 //! An admission request holds nothing shared until its body is in: the body is read into
 //! the process-wide body budget (bytes, taken as they arrive, so a client that sends nothing
 //! holds nothing), and only then does it wait for one of the `max_concurrency` slots that
-//! run the engine. The listener (`kpool-serve`) bounds the whole exchange in time.
+//! run the engine. The listener (`kpool-serve`) bounds the whole exchange in time. The
+//! engine runs synchronously on a runtime worker, so at most one review per worker thread
+//! (one per CPU the process may use) is being decoded at once, each building a few MiB at
+//! most (the pod view's item budget, [`crate::inject::MAX_POD_ITEMS`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -20,7 +20,7 @@ use kpool_policy::{BrokerIdentity, IdentityError, OrdinalError, POD_INDEX_LABEL,
 use serde_json::Value;
 
 pub use patch::PatchOp;
-pub use pod::{PodError, PodView};
+pub use pod::{MAX_POD_ITEMS, PodError, PodView};
 pub use status::{STATUS_ANNOTATION, Status};
 
 /// At most this many required node selector terms get kpool's pool and zone merged in, one
