@@ -18,10 +18,10 @@
 //! `KPOOL_LOAD_WEBHOOK_ARGS="--max-concurrency 8 ..."` adds flags to `kpool-webhook serve`.
 //! Every answer is checked (status 200, expected size); any failure exits 1.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+mod support;
+use support::{Server, start_webhook};
 
 const CONNECTIONS: usize = 16;
 const ROUNDS: usize = 3;
@@ -96,104 +99,19 @@ fn bare_server(body: &Path, scan: bool) -> ExitCode {
 
 // ---- the client ------------------------------------------------------------------------
 
-struct Server {
-    name: &'static str,
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// CPU time (user + system, all threads) `server` has used so far, in seconds (clock
+/// ticks of 10 ms, the Linux default USER_HZ).
+fn cpu_seconds(server: &Server) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id()))
+        .map_err(|e| format!("{}: /proc stat: {e}", server.name))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => Ok((u + s) / 100.0),
+        _ => Err(format!("{}: cannot parse /proc stat", server.name)),
     }
-}
-
-impl Server {
-    /// CPU time (user + system, all threads) the server process has used so far, in
-    /// seconds (clock ticks of 10 ms, the Linux default USER_HZ).
-    fn cpu_seconds(&self) -> Result<f64, String> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .map_err(|e| format!("{}: /proc stat: {e}", self.name))?;
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-        match (ticks(11), ticks(12)) {
-            (Some(u), Some(s)) => Ok((u + s) / 100.0),
-            _ => Err(format!("{}: cannot parse /proc stat", self.name)),
-        }
-    }
-
-    /// Peak resident set size (VmHWM) of the server process.
-    fn peak_rss_mib(&self) -> Result<f64, String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .map_err(|e| format!("{}: /proc status: {e}", self.name))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| format!("{}: no VmHWM", self.name))?;
-        Ok(kib / 1024.0)
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_ready(metrics: SocketAddr) -> Result<(), String> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(mut s) = StdTcpStream::connect(metrics) {
-            let _ = write!(
-                s,
-                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err("kpool-webhook did not become ready within 20 s".into())
-}
-
-fn start_webhook(dir: &Path) -> Result<Server, String> {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_kpool-webhook"))
-        .arg("serve")
-        .args(["--listen", &addr.to_string()])
-        .args(["--metrics-listen", &metrics.to_string()])
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
-        .arg("--audit-log")
-        .arg(dir.join("audit.jsonl"))
-        .args(["--log", "warn"])
-        .args(
-            std::env::var("KPOOL_LOAD_WEBHOOK_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start kpool-webhook: {e}"))?;
-    let server = Server {
-        name: "kpool-webhook",
-        addr,
-        child,
-    };
-    wait_ready(metrics)?;
-    Ok(server)
 }
 
 fn start_bare(body_file: &Path, scan: bool) -> Result<Server, String> {
@@ -287,7 +205,7 @@ async fn closed_loop(
     duration: Duration,
 ) -> Result<(f64, f64), String> {
     let addr = server.addr;
-    let cpu_before = server.cpu_seconds()?;
+    let cpu_before = cpu_seconds(server)?;
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -308,7 +226,7 @@ async fn closed_loop(
         total += t.await.map_err(|e| e.to_string())??;
     }
     let rps = total as f64 / start.elapsed().as_secs_f64();
-    let cpu_us = (server.cpu_seconds()? - cpu_before) * 1e6 / total.max(1) as f64;
+    let cpu_us = (cpu_seconds(server)? - cpu_before) * 1e6 / total.max(1) as f64;
     Ok((rps, cpu_us))
 }
 
@@ -388,7 +306,7 @@ fn orchestrate() -> Result<(), String> {
     };
 
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let webhook = start_webhook(dir.path())?;
+    let webhook = start_webhook(dir.path(), "KPOOL_LOAD_WEBHOOK_ARGS")?;
     // The webhook's answer for this review, served as-is by the bare handler.
     let answer = runtime.block_on(async {
         let mut s = client.connect(webhook.addr).await?;
@@ -460,7 +378,7 @@ fn orchestrate() -> Result<(), String> {
             server.name,
             pct(lat, 0.50),
             pct(lat, 0.99),
-            server.peak_rss_mib()?
+            server.status_mib("VmHWM")?
         );
         rps.push(r);
     }

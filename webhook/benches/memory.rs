@@ -13,10 +13,9 @@
 //! Under `cargo test --benches` (debug build, no `--bench`) it is a smoke run: one round of 4
 //! connections.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,9 @@ use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+mod support;
+use support::start_webhook;
 
 const REVIEW: &str = "tests/fixtures/admission/000-create-kafka-0.json";
 /// The API server sends at most 3 MiB.
@@ -211,92 +213,6 @@ fn hostile_body(review: &Value, kind: &Kind) -> Result<(Vec<u8>, usize), String>
     Ok((format!("{head}{open}{fill}{close}{tail}").into_bytes(), n))
 }
 
-// ---- the server ------------------------------------------------------------------------
-
-struct Server {
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// A line of `/proc/<pid>/status` in MiB (`VmHWM`: the peak resident set so far).
-    fn status_mib(&self, field: &str) -> Result<f64, String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .map_err(|e| format!("/proc status: {e}"))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| format!("no {field} in /proc status"))?;
-        Ok(kib / 1024.0)
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_ready(metrics: SocketAddr) -> Result<(), String> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(mut s) = StdTcpStream::connect(metrics) {
-            let _ = write!(
-                s,
-                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err("kpool-webhook did not become ready within 20 s".into())
-}
-
-fn start_webhook(dir: &Path) -> Result<Server, String> {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let child = Command::new(env!("CARGO_BIN_EXE_kpool-webhook"))
-        .arg("serve")
-        .args(["--listen", &addr.to_string()])
-        .args(["--metrics-listen", &metrics.to_string()])
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
-        .arg("--audit-log")
-        .arg(dir.join("audit.jsonl"))
-        .args(["--log", "warn"])
-        .args(
-            std::env::var("KPOOL_MEMORY_WEBHOOK_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start kpool-webhook: {e}"))?;
-    let server = Server { addr, child };
-    wait_ready(metrics)?;
-    Ok(server)
-}
-
 // ---- the client ------------------------------------------------------------------------
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -436,7 +352,7 @@ fn run() -> Result<(), String> {
         let (body, n) = hostile_body(&review, kind)?;
         let body = Bytes::from(body);
         let captured = Bytes::from(captured.clone());
-        let server = start_webhook(dir.path())?;
+        let server = start_webhook(dir.path(), "KPOOL_MEMORY_WEBHOOK_ARGS")?;
         let (answer, _) =
             runtime.block_on(fire(&connector, server.addr, 1, 1, captured.clone()))?;
         if answer != "allowed" {
