@@ -54,6 +54,11 @@ fn broker(name: &str, created: i64) -> PodFacts {
     }
 }
 
+/// The actions of a round's audit records, in order.
+fn actions(records: &[kpool_cli::audit::AuditRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.action.as_str()).collect()
+}
+
 fn node() -> NodeFacts {
     NodeFacts {
         name: "pool-1".into(),
@@ -610,13 +615,7 @@ async fn opted_in_enforce_deletes_after_n_refusals_with_the_uid_precondition_onl
             && note.contains("deleted at refusal 2 (guard.deleteAfterRefusals)"),
         "{note}"
     );
-    assert_eq!(
-        records
-            .iter()
-            .map(|r| r.action.as_str())
-            .collect::<Vec<_>>(),
-        ["eviction-blocked"]
-    );
+    assert_eq!(actions(&records), ["eviction-blocked"]);
 
     // Refusal 2: the breach, then DELETE with the uid precondition, then the deletion's
     // own Events and audit record.
@@ -644,8 +643,7 @@ async fn opted_in_enforce_deletes_after_n_refusals_with_the_uid_precondition_onl
         assert!(note.contains("deleted at refusal 2 (guard.deleteAfterRefusals), bypassing the PodDisruptionBudget that refuses its eviction"), "{note}");
     }
     assert_eq!(writes[before + 6].body["regarding"]["uid"], "uid-nginx");
-    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(actions, ["eviction-blocked", "deleted"]);
+    assert_eq!(actions(&records), ["eviction-blocked", "deleted"]);
     assert_eq!(records[1].subject.uid, "uid-nginx");
     assert_eq!(records[1].mode.as_str(), "enforce");
     assert_eq!(
@@ -706,8 +704,7 @@ async fn a_replaced_pod_is_not_deleted() {
     let mut expected = refused_round();
     expected.push(w("DELETE", NGINX, "", ""));
     assert_eq!(writes_from(&fake, 0), expected);
-    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(actions, ["eviction-blocked", "already-gone"]);
+    assert_eq!(actions(&records), ["eviction-blocked", "already-gone"]);
     assert_eq!(
         sample(
             &agent,
@@ -744,8 +741,7 @@ async fn a_forbidden_deletion_is_reported_still_breached_and_tried_again_at_the_
             && note.contains("the agent's role lacks delete on pods"),
         "{note}"
     );
-    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(actions, ["eviction-blocked", "delete-failed"]);
+    assert_eq!(actions(&records), ["eviction-blocked", "delete-failed"]);
     assert_eq!(
         sample(
             &agent,
@@ -788,13 +784,7 @@ async fn audit_mode_never_evicts_nor_deletes_even_when_opted_in() {
             t0 + Duration::from_secs(at),
         )
         .await;
-        assert_eq!(
-            records
-                .iter()
-                .map(|r| r.action.as_str())
-                .collect::<Vec<_>>(),
-            ["reported-audit-mode"]
-        );
+        assert_eq!(actions(&records), ["reported-audit-mode"]);
     }
     let log = fake.log();
     assert_eq!(log.len(), 3, "{log:?}");
@@ -828,13 +818,7 @@ async fn a_second_broker_its_pdb_shields_is_never_deleted_even_when_opted_in() {
             t0 + Duration::from_secs(at),
         )
         .await;
-        assert_eq!(
-            records
-                .iter()
-                .map(|r| r.action.as_str())
-                .collect::<Vec<_>>(),
-            ["eviction-blocked"]
-        );
+        assert_eq!(actions(&records), ["eviction-blocked"]);
     }
     let log = fake.log();
     assert!(log.iter().all(|r| r.method == "POST"), "{log:?}");
