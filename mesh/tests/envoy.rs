@@ -13,6 +13,18 @@ use common::{BROKER_SAN, envoy, free_port, policy_with, write_certs};
 use kpool_mesh::Format;
 use kpool_mesh::broker::{self, BrokerOptions};
 
+/// The broker sidecar's configuration for `policy`, its SDS files pointing at `dir`.
+fn render(policy: &kpool_policy::Policy, dir: &Path, certs: Option<&Path>) -> broker::BrokerBundle {
+    broker::render(
+        policy,
+        &BrokerOptions {
+            config_dir: dir.to_path_buf(),
+            certs_dir: certs.map(Path::to_path_buf),
+        },
+    )
+    .expect("renders")
+}
+
 fn validate(envoy: &Path, config: &Path) -> Result<(), String> {
     let out = Command::new(envoy)
         .args(["--mode", "validate", "--log-level", "warn", "-c"])
@@ -45,14 +57,7 @@ fn broker_config_passes_envoy_validate_in_yaml_and_json() {
     ] {
         for format in [Format::Yaml, Format::Json] {
             let dir = tmp.path().join(format!("out-{}", format.extension()));
-            let bundle = broker::render(
-                &policy,
-                &BrokerOptions {
-                    config_dir: dir.clone(),
-                    certs_dir: Some(certs.clone()),
-                },
-            )
-            .expect("renders");
+            let bundle = render(&policy, &dir, Some(&certs));
             bundle.write_to(&dir, format).expect("write");
             let config = dir.join(broker::BrokerBundle::bootstrap_file(format));
             if let Err(e) = validate(&envoy, &config) {
@@ -62,14 +67,7 @@ fn broker_config_passes_envoy_validate_in_yaml_and_json() {
     }
     // Envoy checks that the SDS files exist: with no files there, validation fails.
     let dir = tmp.path().join("missing");
-    let bundle = broker::render(
-        &policy_with(&[]),
-        &BrokerOptions {
-            config_dir: dir.clone(),
-            certs_dir: None,
-        },
-    )
-    .expect("renders");
+    let bundle = render(&policy_with(&[]), &dir, None);
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, Format::Yaml.print(&bundle.bootstrap).expect("yaml")).expect("write");
@@ -82,14 +80,7 @@ fn envoy_rejects_what_validation_should_catch() {
     // The test's own check: a broken bootstrap fails validate (so a pass means something).
     let Some(envoy) = envoy() else { return };
     let tmp = tempfile::tempdir().expect("tmp");
-    let bundle = broker::render(
-        &policy_with(&[]),
-        &BrokerOptions {
-            config_dir: tmp.path().to_path_buf(),
-            certs_dir: None,
-        },
-    )
-    .expect("renders");
+    let bundle = render(&policy_with(&[]), tmp.path(), None);
     bundle.write_to(tmp.path(), Format::Yaml).expect("write");
     let mut bootstrap = bundle.bootstrap.clone();
     bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -144,14 +135,7 @@ fn running_envoy_loads_the_sds_files_and_listens_on_the_mtls_port() {
         ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
     ]);
     let dir = tmp.path().join("config");
-    let bundle = broker::render(
-        &policy,
-        &BrokerOptions {
-            config_dir: dir.clone(),
-            certs_dir: Some(certs.clone()),
-        },
-    )
-    .expect("renders");
+    let bundle = render(&policy, &dir, Some(&certs));
     bundle.write_to(&dir, Format::Yaml).expect("write");
     let child = Command::new(&envoy)
         .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
@@ -229,16 +213,9 @@ fn a_rotated_secret_volume_is_served_without_a_restart() {
         ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
     ]);
     let dir = tmp.path().join("config");
-    broker::render(
-        &policy,
-        &BrokerOptions {
-            config_dir: dir.clone(),
-            certs_dir: Some(certs.clone()),
-        },
-    )
-    .expect("renders")
-    .write_to(&dir, Format::Yaml)
-    .expect("write");
+    render(&policy, &dir, Some(&certs))
+        .write_to(&dir, Format::Yaml)
+        .expect("write");
     let child = Command::new(&envoy)
         .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
         .arg(dir.join("envoy.yaml"))

@@ -696,18 +696,7 @@ fn a_patch_over_the_budget_is_denied_naming_it() {
     };
     let body = common::fixture("000-create-kafka-0.json").to_string();
     for (mode, allowed) in [("mode: enforce", false), ("mode: audit", true)] {
-        let dir = tempfile::tempdir().expect("tmp");
-        let metrics = Arc::new(Metrics::new());
-        let audit = AuditLog::start(
-            AuditTarget::File {
-                path: dir.path().join("audit.jsonl"),
-                max_bytes: 1 << 30,
-                max_files: 1,
-            },
-            metrics.clone(),
-        )
-        .expect("audit");
-        let admission = Admission::new(Arc::new(huge_sidecar(mode)), metrics, audit);
+        let (admission, _dir) = admission_with(huge_sidecar(mode));
         let reply = admission.handle(Endpoint::Mutate, body.as_bytes());
         assert!(reply.body.len() < 8 * 1024, "{} bytes", reply.body.len());
         let r = response(&reply);
