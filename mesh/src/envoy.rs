@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use kpool_policy::mesh::SanPattern;
 use serde_json::{Value, json};
 
 /// `@type` of the tcp_proxy network filter.
@@ -35,11 +36,15 @@ pub fn san_type(san: &str) -> &'static str {
     }
 }
 
-/// `match_typed_subject_alt_names`: any one of `sans`, matched exactly.
+/// `match_typed_subject_alt_names`: any one of `sans`, each matched exactly, or by prefix
+/// when it is a URI ending in `/*` (the policy's [`SanPattern`]).
 pub fn san_matchers(sans: &[String]) -> Value {
     Value::Array(
         sans.iter()
-            .map(|s| json!({"san_type": san_type(s), "matcher": {"exact": s}}))
+            .map(|s| match SanPattern::parse(s) {
+                SanPattern::Exact(e) => json!({"san_type": san_type(e), "matcher": {"exact": e}}),
+                SanPattern::Prefix(p) => json!({"san_type": "URI", "matcher": {"prefix": p}}),
+            })
             .collect(),
     )
 }

@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{CLIENT_SAN, policy_file, policy_with, write_certs};
+use common::{CLIENT_PREFIX, policy_file, policy_with, write_certs};
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_mesh::{Format, MeshError, envoy};
 use serde_json::{Value, json};
@@ -66,7 +66,7 @@ fn broker_bootstrap_terminates_mtls_and_forwards_to_the_broker_on_loopback() {
             validation,
             "/default_validation_context/match_typed_subject_alt_names"
         ),
-        &json!([{"san_type": "URI", "matcher": {"exact": CLIENT_SAN}}])
+        &json!([{"san_type": "URI", "matcher": {"prefix": CLIENT_PREFIX}}])
     );
     assert_eq!(
         pointer(
@@ -124,7 +124,7 @@ fn policy_fields_reach_the_bootstrap() {
         ("brokerPort: 9094", "brokerPort: 19094"),
         ("adminPort: 9901", "adminPort: 19901"),
         (
-            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]",
+            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]",
             "allowedSans: [\"spiffe://a/b\", app.streaming.svc, 10.0.0.1, ops@example.com]",
         ),
         ("dir: /etc/kpool-proxy/certs", "dir: /var/run/mesh"),
@@ -314,7 +314,7 @@ fn cli_prints_the_bootstrap_and_refuses_bad_input_naming_it() {
         &bad,
         &[
             (
-                "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]",
+                "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]",
                 "allowedSans: []",
             ),
             ("brokerPort: 9094", "brokerPort: 9443"),

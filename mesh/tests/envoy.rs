@@ -51,7 +51,7 @@ fn broker_config_passes_envoy_validate_in_yaml_and_json() {
     for policy in [
         policy_with(&[]),
         policy_with(&[(
-            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]",
+            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]",
             "allowedSans: [\"spiffe://a/b\", app.streaming.svc, 10.0.0.1, ops@example.com]",
         )]),
     ] {

@@ -10,7 +10,68 @@
 use std::ops::RangeInclusive;
 
 use crate::Policy;
-use crate::model::PolicySpec;
+use crate::model::{Mesh, PolicySpec};
+
+/// The trust domain of the identities kpool issues (`spiffe://kpool.io/...`).
+pub const TRUST_DOMAIN: &str = "kpool.io";
+
+/// How an `allowedSans` entry matches a certificate's SAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanPattern<'a> {
+    /// The SAN must equal this.
+    Exact(&'a str),
+    /// A URI entry ending in `/*`: the SAN must start with this (which ends in `/`) and
+    /// have more after it.
+    Prefix(&'a str),
+}
+
+impl<'a> SanPattern<'a> {
+    /// Reads an `allowedSans` entry.
+    pub fn parse(entry: &'a str) -> Self {
+        match entry.strip_suffix('*') {
+            Some(prefix) if prefix.contains("://") && prefix.ends_with('/') => {
+                Self::Prefix(prefix)
+            }
+            _ => Self::Exact(entry),
+        }
+    }
+
+    /// Whether `san` matches.
+    pub fn matches(self, san: &str) -> bool {
+        match self {
+            Self::Exact(e) => san == e,
+            Self::Prefix(p) => san.len() > p.len() && san.starts_with(p),
+        }
+    }
+}
+
+impl Mesh {
+    /// The SAN every broker sidecar's certificate carries and every client sidecar
+    /// requires: `mesh.brokerSan`, else `spiffe://kpool.io/kafka/<kafkaCluster>/broker`.
+    /// One Secret serves a whole StatefulSet, so the identity names the Kafka cluster's
+    /// brokers, not one broker.
+    pub fn broker_san(&self) -> String {
+        self.broker_san.clone().unwrap_or_else(|| {
+            format!("spiffe://{TRUST_DOMAIN}/kafka/{}/broker", self.kafka_cluster)
+        })
+    }
+
+    /// The SAN of application `name`'s client certificate:
+    /// `spiffe://kpool.io/kafka/<kafkaCluster>/client/<name>`.
+    pub fn client_san(&self, name: &str) -> String {
+        format!(
+            "spiffe://{TRUST_DOMAIN}/kafka/{}/client/{name}",
+            self.kafka_cluster
+        )
+    }
+
+    /// Whether a broker sidecar accepts a client certificate carrying `san`.
+    pub fn allows_client(&self, san: &str) -> bool {
+        self.allowed_sans
+            .iter()
+            .any(|entry| SanPattern::parse(entry).matches(san))
+    }
+}
 
 /// The mesh port of `broker_id`, if it fits in a port number.
 pub fn broker_port(spec: &PolicySpec, broker_id: i32) -> Option<u16> {

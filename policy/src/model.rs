@@ -284,8 +284,15 @@ pub struct Mesh {
     /// The sidecar's Envoy admin port, bound to 127.0.0.1 only.
     #[serde(default = "default_admin_port")]
     pub admin_port: u16,
-    /// Subject alternative names (URI or DNS) a client certificate must carry, one of.
+    /// Subject alternative names (URI or DNS) a client certificate must carry, one of. A
+    /// URI ending in `/*` allows every URI under it (`spiffe://kpool.io/kafka/stretch/client/*`
+    /// is every client identity `kpool-certs mesh --client` issues for the Kafka cluster).
     pub allowed_sans: Vec<String>,
+    /// The identity a client sidecar requires of every broker sidecar of this Kafka cluster
+    /// (a SAN of the broker certificate); default [`Mesh::broker_san`]'s
+    /// `spiffe://kpool.io/kafka/<kafkaCluster>/broker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_san: Option<String>,
     /// Where the sidecar finds its certificate, key and CA in the pod.
     #[serde(default)]
     pub tls: MeshTls,

@@ -577,7 +577,27 @@ fn validate_mesh(spec: &PolicySpec, e: &mut Errors) {
             e.push(path, format!("{san:?} contains whitespace"));
         } else if !seen.insert(san.as_str()) {
             e.push(path, format!("duplicate SAN {san:?}"));
+        } else if san.contains('*')
+            && !matches!(crate::mesh::SanPattern::parse(san), crate::mesh::SanPattern::Prefix(p) if !p.contains('*'))
+        {
+            e.push(
+                path,
+                format!(
+                    "{san:?}: a wildcard is only allowed as the last segment of a URI (\"spiffe://kpool.io/kafka/{}/client/*\")",
+                    m.kafka_cluster
+                ),
+            );
         }
+    }
+    if let Some(san) = &m.broker_san
+        && (san.trim().is_empty()
+            || san.contains('*')
+            || san.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        e.push(
+            "mesh.brokerSan",
+            format!("{san:?}: expected one SAN (no wildcard, no whitespace), or leave it out for spiffe://kpool.io/kafka/<kafkaCluster>/broker"),
+        );
     }
     let t = &m.tls;
     if !t.dir.starts_with('/') {

@@ -32,7 +32,8 @@ fn example_mesh_section_loads_with_its_defaults() {
         (m.mtls_port, m.broker_port, m.admin_port),
         (9443, 9094, 9901)
     );
-    assert_eq!(m.allowed_sans, ["spiffe://kpool.io/kafka/stretch/client"]);
+    assert_eq!(m.allowed_sans, ["spiffe://kpool.io/kafka/stretch/client/*"]);
+    assert_eq!(m.broker_san(), "spiffe://kpool.io/kafka/stretch/broker");
     assert_eq!(m.tls.dir, "/etc/kpool-proxy/certs");
     assert_eq!(
         (
@@ -209,7 +210,7 @@ fn the_sidecars_mtls_port_is_the_mesh_port() {
 fn sans_must_be_listed() {
     assert_eq!(
         messages(&with(
-            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]",
+            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]",
             "allowedSans: []"
         )),
         [
@@ -218,7 +219,7 @@ fn sans_must_be_listed() {
     );
     assert_eq!(
         messages(&with(
-            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]",
+            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]",
             "allowedSans: [a.example, \"\", a.example]"
         )),
         [
@@ -228,7 +229,7 @@ fn sans_must_be_listed() {
     );
     let e = Policy::from_yaml(
         &with(
-            "  allowedSans: [\"spiffe://kpool.io/kafka/stretch/client\"]\n",
+            "  allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]\n",
             "",
         ),
         "p",
@@ -298,4 +299,61 @@ fn the_old_listener_base_port_is_refused_by_name() {
     };
     assert_eq!(path, "listener.basePort");
     assert!(message.contains("unknown field `basePort`"), "{message}");
+}
+
+#[test]
+fn a_wildcard_only_ends_a_uri_and_the_broker_san_is_one_name() {
+    const SANS: &str = "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]";
+    assert_eq!(
+        messages(&with(
+            SANS,
+            "allowedSans: [\"*.apps.example\", \"spiffe://k/*/x\", \"spiffe://k/a*\", \"spiffe://k/c/*\"]"
+        )),
+        [
+            "mesh.allowedSans[0]: \"*.apps.example\": a wildcard is only allowed as the last segment of a URI (\"spiffe://kpool.io/kafka/stretch/client/*\")",
+            "mesh.allowedSans[1]: \"spiffe://k/*/x\": a wildcard is only allowed as the last segment of a URI (\"spiffe://kpool.io/kafka/stretch/client/*\")",
+            "mesh.allowedSans[2]: \"spiffe://k/a*\": a wildcard is only allowed as the last segment of a URI (\"spiffe://kpool.io/kafka/stretch/client/*\")",
+        ]
+    );
+    assert_eq!(
+        messages(&with(SANS, &format!("{SANS}\n  brokerSan: \"spiffe://k/*\""))),
+        [
+            "mesh.brokerSan: \"spiffe://k/*\": expected one SAN (no wildcard, no whitespace), or leave it out for spiffe://kpool.io/kafka/<kafkaCluster>/broker"
+        ]
+    );
+    let p = Policy::from_yaml(
+        &with(SANS, &format!("{SANS}\n  brokerSan: brokers.kafka.internal")),
+        "p",
+    )
+    .expect("valid");
+    assert_eq!(p.spec().mesh.broker_san(), "brokers.kafka.internal");
+}
+
+#[test]
+fn clients_are_allowed_by_exact_name_or_uri_prefix() {
+    let p = Policy::builtin().expect("valid");
+    let m = &p.spec().mesh;
+    assert_eq!(
+        m.client_san("orders"),
+        "spiffe://kpool.io/kafka/stretch/client/orders"
+    );
+    assert!(m.allows_client(&m.client_san("orders")));
+    for refused in [
+        "spiffe://kpool.io/kafka/stretch/client/",
+        "spiffe://kpool.io/kafka/stretch/client",
+        "spiffe://kpool.io/kafka/other/client/orders",
+        "spiffe://kpool.io/kafka/stretch/broker",
+    ] {
+        assert!(!m.allows_client(refused), "{refused}");
+    }
+    let q = Policy::from_yaml(
+        &with(
+            "allowedSans: [\"spiffe://kpool.io/kafka/stretch/client/*\"]",
+            "allowedSans: [app.streaming.svc]",
+        ),
+        "p",
+    )
+    .expect("valid");
+    assert!(q.spec().mesh.allows_client("app.streaming.svc"));
+    assert!(!q.spec().mesh.allows_client("other.streaming.svc"));
 }

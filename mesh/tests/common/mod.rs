@@ -13,7 +13,9 @@ use rcgen::{
 };
 
 pub const BROKER_SAN: &str = "spiffe://kpool.io/kafka/stretch/broker";
-pub const CLIENT_SAN: &str = "spiffe://kpool.io/kafka/stretch/client";
+pub const CLIENT_SAN: &str = "spiffe://kpool.io/kafka/stretch/client/orders";
+/// The example policy's allowedSans entry: every client of the Kafka cluster.
+pub const CLIENT_PREFIX: &str = "spiffe://kpool.io/kafka/stretch/client/";
 
 /// The example policy with `replace` replaced by `by` (each must be in it).
 pub fn policy_with(edits: &[(&str, &str)]) -> Policy {
