@@ -23,8 +23,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::CertError;
-use crate::generate::{Ca, ServingRequest};
-use crate::inspect::{CertInfo, rfc3339, verify_chain};
+use crate::generate::{CA_NAME, Ca, ServingPair, ServingRequest, Usage};
+use crate::inspect::{CertInfo, rfc3339, verify_chain, verify_client_chain};
 use crate::pemio::{self, Sensitivity};
 use crate::tls::certified_key;
 
@@ -46,6 +46,12 @@ pub const DEFAULT_CA_DAYS: u32 = 3650;
 /// Default renewal threshold: renew when less than a third of the lifetime is left (as
 /// cert-manager does by default).
 pub const DEFAULT_RENEW_FRACTION: f64 = 1.0 / 3.0;
+
+/// What `create` says, on refusing to replace a CA, about who trusts it and what `--force` does.
+const CREATE_ADVICE: &str = "clients (the webhook configurations' caBundle) trust that CA, so \
+     restore the file, or pass --force to generate a new CA and serving certificate (overwrites \
+     ca.crt, ca.key, tls.crt and tls.key; caBundle must then be updated, e.g. with `kpool-certs \
+     patch-webhooks`)";
 
 /// What `create` should produce.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,75 +177,51 @@ pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateRepo
         path: dir.clone(),
         source,
     })?;
-    let (ca_crt, ca_key, tls_crt, tls_key) = (
-        dir.join(CA_CRT),
-        dir.join(CA_KEY),
-        dir.join(TLS_CRT),
-        dir.join(TLS_KEY),
-    );
-    let pending = dir.join(CA_CRT_PENDING);
-
-    let (ca, ca_action) = if opts.force {
-        let existed = ca_crt.exists() || ca_key.exists() || tls_crt.exists() || tls_key.exists();
-        let action = if existed {
-            renewed("--force")
-        } else {
-            Action::Created
-        };
-        (Ca::generate(opts.ca_days, now)?, action)
-    } else {
-        match existing_ca(&ca_crt, &ca_key, &pending, opts.renew_fraction, now)? {
-            Existing::Usable(ca) => (*ca, Action::Kept),
-            Existing::Absent => (Ca::generate(opts.ca_days, now)?, Action::Created),
-            Existing::Replace(reason) => (Ca::generate(opts.ca_days, now)?, renewed(&reason)),
-            Existing::Interrupted(ca) => (
-                *ca,
-                renewed(&format!(
-                    "finishing a run interrupted between writing {} and {}",
-                    ca_key.display(),
-                    ca_crt.display()
-                )),
-            ),
-        }
-    };
+    let files = CaFiles::in_dir(dir);
+    let ca_key = files.key.clone();
+    let (tls_crt, tls_key) = (dir.join(TLS_CRT), dir.join(TLS_KEY));
+    let (ca, ca_action) = ensure_ca(
+        &files,
+        &CaPolicy {
+            name: CA_NAME,
+            days: opts.ca_days,
+            force: opts.force,
+            renew_fraction: opts.renew_fraction,
+            advice: CREATE_ADVICE,
+            others_exist: tls_crt.exists() || tls_key.exists(),
+        },
+        now,
+    )?;
 
     let req = opts.serving_request();
-    let serving_action = match &ca_action {
-        Action::Kept => existing_serving(&tls_crt, &tls_key, &ca, &req, opts.renew_fraction, now)?,
-        Action::Created if !tls_crt.exists() && !tls_key.exists() => Some(Action::Created),
-        // A serving pair without its CA cannot be verified by anyone: replace it.
-        Action::Created => Some(renewed("there was no CA to verify it against")),
-        Action::Renewed { .. } => Some(renewed("the CA was replaced")),
-    };
+    let serving_action = leaf_action(&ca_action, &tls_crt, &tls_key, || {
+        existing_leaf(
+            &tls_crt,
+            &tls_key,
+            &ca,
+            &LeafCheck {
+                what: "serving certificate",
+                usage: Usage::Server,
+                renew_fraction: opts.renew_fraction,
+                sans: &|info: &CertInfo| {
+                    (!req.matches(info)).then(|| {
+                        format!(
+                            "SANs differ: want DNS {:?} IP {:?}, have DNS {:?} IP {:?}",
+                            req.dns_names(),
+                            req.ips,
+                            info.dns_names,
+                            info.ip_addresses
+                        )
+                    })
+                },
+            },
+            now,
+        )
+    })?;
 
-    if ca_action.wrote() {
-        // The certificate to come first, then the key, then the certificate: a crash between
-        // the key and the certificate leaves a mismatched pair, which the next run recognises
-        // by the pending certificate (see `existing_ca`) and finishes, rather than an old key
-        // that silently still "works" or a refusal of what this tool itself wrote.
-        pemio::write_atomic(&pending, ca.cert_pem().as_bytes(), Sensitivity::Public)?;
-        pemio::write_atomic(&ca_key, ca.key_pem().as_bytes(), Sensitivity::Secret)?;
-        pemio::write_atomic(&ca_crt, ca.cert_pem().as_bytes(), Sensitivity::Public)?;
-    }
-    remove_pending(&pending);
-    let (serving, serving_info) = match serving_action {
-        Some(action) => {
-            let pair = ca.issue_serving(&req, now)?;
-            pemio::write_atomic(&tls_key, pair.key_pem().as_bytes(), Sensitivity::Secret)?;
-            pemio::write_atomic(&tls_crt, pair.cert_pem().as_bytes(), Sensitivity::Public)?;
-            (action, pair.info().clone())
-        }
-        None => {
-            let certs = pemio::parse_certificates(
-                &pemio::origin_of(&tls_crt),
-                &pemio::read_file(&tls_crt)?,
-            )?;
-            (
-                Action::Kept,
-                CertInfo::from_der(&pemio::origin_of(&tls_crt), &certs[0])?,
-            )
-        }
-    };
+    let (serving, serving_info) = settle_leaf(serving_action, &tls_crt, &tls_key, || {
+        ca.issue_serving(&req, now)
+    })?;
     let mut warnings = Vec::new();
     for key in [&ca_key, &tls_key] {
         if let Some(mode) = pemio::group_or_other_mode(key) {
@@ -270,6 +252,145 @@ pub fn create_at(opts: &CreateOptions, now: OffsetDateTime) -> Result<CreateRepo
         serving_info,
         warnings,
     })
+}
+
+/// The files of a CA in a directory: `ca.crt`, `ca.key`, and [`CA_CRT_PENDING`], the new
+/// certificate while both are being replaced.
+#[derive(Debug, Clone)]
+pub(crate) struct CaFiles {
+    pub(crate) crt: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) pending: PathBuf,
+}
+
+impl CaFiles {
+    pub(crate) fn in_dir(dir: &Path) -> Self {
+        CaFiles {
+            crt: dir.join(CA_CRT),
+            key: dir.join(CA_KEY),
+            pending: dir.join(CA_CRT_PENDING),
+        }
+    }
+}
+
+/// How [`ensure_ca`] keeps or replaces a CA.
+#[derive(Debug)]
+pub(crate) struct CaPolicy<'a> {
+    /// Common name of a new CA, before its key id.
+    pub(crate) name: &'a str,
+    /// Validity of a new CA, days.
+    pub(crate) days: u32,
+    /// Replace the CA whatever is there.
+    pub(crate) force: bool,
+    /// Renew when less than this fraction of the lifetime is left.
+    pub(crate) renew_fraction: f64,
+    /// The end of [`CertError::CaReplacementRefused`]: who trusts the CA, what `--force` does.
+    pub(crate) advice: &'a str,
+    /// Whether material signed by the CA exists (a forced run then reports "renewed").
+    pub(crate) others_exist: bool,
+}
+
+/// Keeps the CA in `files` when it is usable, finishes one an interrupted run was writing, or
+/// generates a new one, and writes what changed (see the module documentation): the new
+/// certificate to [`CA_CRT_PENDING`] first, then `ca.key`, then `ca.crt`. Refuses to replace
+/// a CA whose key is missing or foreign (or a key without its certificate) unless forced.
+pub(crate) fn ensure_ca(
+    files: &CaFiles,
+    policy: &CaPolicy<'_>,
+    now: OffsetDateTime,
+) -> Result<(Ca, Action), CertError> {
+    let generate = || Ca::generate_named(policy.name, policy.days, now);
+    let (ca, action) = if policy.force {
+        let existed = files.crt.exists() || files.key.exists() || policy.others_exist;
+        let action = if existed {
+            renewed("--force")
+        } else {
+            Action::Created
+        };
+        (generate()?, action)
+    } else {
+        match existing_ca(files, policy, now)? {
+            Existing::Usable(ca) => (*ca, Action::Kept),
+            Existing::Absent => (generate()?, Action::Created),
+            Existing::Replace(reason) => (generate()?, renewed(&reason)),
+            Existing::Interrupted(ca) => (
+                *ca,
+                renewed(&format!(
+                    "finishing a run interrupted between writing {} and {}",
+                    files.key.display(),
+                    files.crt.display()
+                )),
+            ),
+        }
+    };
+    if action.wrote() {
+        // The certificate to come first, then the key, then the certificate: a crash between
+        // the key and the certificate leaves a mismatched pair, which the next run recognises
+        // by the pending certificate (see `existing_ca`) and finishes, rather than an old key
+        // that silently still "works" or a refusal of what this tool itself wrote.
+        pemio::write_atomic(
+            &files.pending,
+            ca.cert_pem().as_bytes(),
+            Sensitivity::Public,
+        )?;
+        pemio::write_atomic(&files.key, ca.key_pem().as_bytes(), Sensitivity::Secret)?;
+        pemio::write_atomic(&files.crt, ca.cert_pem().as_bytes(), Sensitivity::Public)?;
+    }
+    remove_pending(&files.pending);
+    Ok((ca, action))
+}
+
+/// What becomes of a leaf pair (`crt`, `key`) given what became of its CA: `None` keeps it.
+/// With the CA kept, `check` decides (see [`existing_leaf`]); a new CA always brings a new
+/// leaf.
+pub(crate) fn leaf_action(
+    ca: &Action,
+    crt: &Path,
+    key: &Path,
+    check: impl FnOnce() -> Result<Option<Action>, CertError>,
+) -> Result<Option<Action>, CertError> {
+    Ok(match ca {
+        Action::Kept => check()?,
+        Action::Created if !crt.exists() && !key.exists() => Some(Action::Created),
+        // A leaf without its CA cannot be verified by anyone: replace it.
+        Action::Created => Some(renewed("there was no CA to verify it against")),
+        Action::Renewed { .. } => Some(renewed("the CA was replaced")),
+    })
+}
+
+/// Issues and writes a leaf pair when `action` says so (the key first, then the certificate),
+/// else reads the facts of the one kept.
+pub(crate) fn settle_leaf(
+    action: Option<Action>,
+    crt: &Path,
+    key: &Path,
+    issue: impl FnOnce() -> Result<ServingPair, CertError>,
+) -> Result<(Action, CertInfo), CertError> {
+    match action {
+        Some(action) => {
+            let pair = issue()?;
+            pemio::write_atomic(key, pair.key_pem().as_bytes(), Sensitivity::Secret)?;
+            pemio::write_atomic(crt, pair.cert_pem().as_bytes(), Sensitivity::Public)?;
+            Ok((action, pair.info().clone()))
+        }
+        None => {
+            let origin = pemio::origin_of(crt);
+            let certs = pemio::parse_certificates(&origin, &pemio::read_file(crt)?)?;
+            Ok((Action::Kept, CertInfo::from_der(&origin, &certs[0])?))
+        }
+    }
+}
+
+/// What an existing leaf must be to be kept by [`existing_leaf`].
+pub(crate) struct LeafCheck<'a> {
+    /// What the certificate is, in reasons (`serving certificate`).
+    pub(crate) what: &'a str,
+    /// The use it must verify for.
+    pub(crate) usage: Usage,
+    /// Renew when less than this fraction of the lifetime is left.
+    pub(crate) renew_fraction: f64,
+    /// Why its SANs are not the ones wanted, if they are not.
+    pub(crate) sans: &'a dyn Fn(&CertInfo) -> Option<String>,
 }
 
 /// Removes a pending CA certificate once `ca.crt` and `ca.key` agree (after a write, or a
@@ -316,12 +437,11 @@ fn lifetime_problem(info: &CertInfo, fraction: f64, now: OffsetDateTime) -> Opti
 }
 
 fn existing_ca(
-    crt: &Path,
-    key: &Path,
-    pending: &Path,
-    fraction: f64,
+    files: &CaFiles,
+    policy: &CaPolicy<'_>,
     now: OffsetDateTime,
 ) -> Result<Existing, CertError> {
+    let (crt, key, pending) = (&files.crt, &files.key, &files.pending);
     let (c, k) = (pemio::read_optional(crt)?, pemio::read_optional(key)?);
     let (crt_origin, key_origin) = (pemio::origin_of(crt), pemio::origin_of(key));
     // The pending certificate and ca.key are the pair an interrupted run was writing.
@@ -350,6 +470,7 @@ fn existing_ca(
                     info.subject
                 ),
                 found: "no such file".to_owned(),
+                advice: policy.advice.to_owned(),
             });
         }
         (None, Some(k)) => {
@@ -359,6 +480,7 @@ fn existing_ca(
             return Err(CertError::CaReplacementRefused {
                 expected: format!("{crt_origin} beside the CA private key {key_origin}"),
                 found: "no such file".to_owned(),
+                advice: policy.advice.to_owned(),
             });
         }
         (Some(c), Some(k)) => (c, k),
@@ -377,6 +499,7 @@ fn existing_ca(
                     "{key_origin} to be the private key of the CA {subject} in {crt_origin}"
                 ),
                 found: "a key of another key pair".to_owned(),
+                advice: policy.advice.to_owned(),
             });
         }
         // Not a CA certificate at all: nobody can trust it as one; replace it.
@@ -385,26 +508,36 @@ fn existing_ca(
         }
         Err(e) => return Err(e),
     };
-    if let Some(p) = lifetime_problem(ca.info(), fraction, now) {
+    if let Some(p) = lifetime_problem(ca.info(), policy.renew_fraction, now) {
         return Ok(Existing::Replace(format!("CA {}: {p}", ca.info().subject)));
     }
     Ok(Existing::Usable(Box::new(ca)))
 }
 
-/// `None` when the existing serving pair is kept, else the action that replaces it.
-fn existing_serving(
+/// `None` when the existing leaf pair is kept: both files there, the key matches, not due
+/// for renewal, chains to `ca` for `check.usage`, and the SANs are right. Anything else that
+/// parses is replaced, with the reason; files that are not PEM are an error naming the file.
+pub(crate) fn existing_leaf(
     crt: &Path,
     key: &Path,
     ca: &Ca,
-    req: &ServingRequest,
-    fraction: f64,
+    check: &LeafCheck<'_>,
     now: OffsetDateTime,
 ) -> Result<Option<Action>, CertError> {
     let (c, k) = (pemio::read_optional(crt)?, pemio::read_optional(key)?);
     let (c, k) = match (c, k) {
         (None, None) => return Ok(Some(Action::Created)),
         (Some(_), None) | (None, Some(_)) => {
-            return Ok(Some(renewed("only one of tls.crt and tls.key exists")));
+            let name = |p: &Path| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            return Ok(Some(renewed(&format!(
+                "only one of {} and {} exists",
+                name(crt),
+                name(key)
+            ))));
         }
         (Some(c), Some(k)) => (c, k),
     };
@@ -417,26 +550,21 @@ fn existing_serving(
         Err(e @ CertError::KeyMismatch { .. }) => return Ok(Some(renewed(&e.to_string()))),
         Err(e) => return Err(e),
     }
-    if let Some(p) = lifetime_problem(&info, fraction, now) {
-        return Ok(Some(renewed(&format!("serving certificate: {p}"))));
+    if let Some(p) = lifetime_problem(&info, check.renew_fraction, now) {
+        return Ok(Some(renewed(&format!("{}: {p}", check.what))));
     }
-    if let Err(e) = verify_chain(
-        &crt_origin,
-        &chain,
-        std::slice::from_ref(ca.cert_der()),
-        None,
-        now,
-    ) {
+    let cas = std::slice::from_ref(ca.cert_der());
+    let verified = match check.usage {
+        Usage::Server => verify_chain(&crt_origin, &chain, cas, None, now),
+        Usage::Client => verify_client_chain(&crt_origin, &chain, cas, now),
+        Usage::ServerAndClient => verify_chain(&crt_origin, &chain, cas, None, now)
+            .and_then(|()| verify_client_chain(&crt_origin, &chain, cas, now)),
+    };
+    if let Err(e) = verified {
         return Ok(Some(renewed(&e.to_string())));
     }
-    if !req.matches(&info) {
-        return Ok(Some(renewed(&format!(
-            "SANs differ: want DNS {:?} IP {:?}, have DNS {:?} IP {:?}",
-            req.dns_names(),
-            req.ips,
-            info.dns_names,
-            info.ip_addresses
-        ))));
+    if let Some(why) = (check.sans)(&info) {
+        return Ok(Some(renewed(&why)));
     }
     Ok(None)
 }

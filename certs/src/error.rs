@@ -98,20 +98,19 @@ pub enum CertError {
         key_origin: String,
     },
 
-    /// `create` found a CA certificate whose private key is missing or belongs to another key
-    /// pair (or a CA key without its certificate), and does not replace the CA without
-    /// `--force`: clients that trust the CA would stop verifying the webhook.
+    /// `create` (or `mesh`) found a CA certificate whose private key is missing or belongs to
+    /// another key pair (or a CA key without its certificate), and does not replace the CA
+    /// without `--force`: whoever trusts the CA would stop verifying what it signed.
     #[error(
-        "refusing to replace the CA without --force: expected {expected}, found {found}; \
-         clients (the webhook configurations' caBundle) trust that CA, so restore the file, or \
-         pass --force to generate a new CA and serving certificate (overwrites ca.crt, ca.key, \
-         tls.crt and tls.key; caBundle must then be updated, e.g. with `kpool-certs patch-webhooks`)"
+        "refusing to replace the CA without --force: expected {expected}, found {found}; {advice}"
     )]
     CaReplacementRefused {
         /// What should have been there, naming both files.
         expected: String,
         /// What was there.
         found: String,
+        /// Who trusts the CA, and what `--force` would do.
+        advice: String,
     },
 
     /// The certificate is past its `notAfter`.

@@ -1,6 +1,8 @@
-//! Key and certificate generation with rcgen: an ECDSA P-256 CA, and serving certificates it
-//! signs for a Kubernetes Service.
+//! Key and certificate generation with rcgen: an ECDSA P-256 CA, serving certificates it
+//! signs for a Kubernetes Service, and leaf certificates for other names and uses (the mesh's
+//! URI identities, client certificates).
 
+use std::fmt;
 use std::net::IpAddr;
 
 use rcgen::{
@@ -69,6 +71,12 @@ impl Ca {
     /// rotation, when old and new CA sit in one bundle, they have different subjects and
     /// every verifier (webpki, Go's crypto/x509) picks the right one by name.
     pub fn generate(days: u32, now: OffsetDateTime) -> Result<Self, CertError> {
+        Self::generate_named(CA_NAME, days, now)
+    }
+
+    /// [`Ca::generate`] with another common name before the key id (`kpool mesh CA 1a2b3c4d`),
+    /// so CAs for different purposes tell apart at a glance.
+    pub fn generate_named(name: &str, days: u32, now: OffsetDateTime) -> Result<Self, CertError> {
         if days == 0 {
             return Err(CertError::Invalid(
                 "CA validity must be at least 1 day".to_owned(),
@@ -79,7 +87,7 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "kpool");
-        dn.push(DnType::CommonName, format!("kpool-certs CA {id}"));
+        dn.push(DnType::CommonName, format!("{name} {id}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -154,48 +162,189 @@ impl Ca {
         now: OffsetDateTime,
     ) -> Result<ServingPair, CertError> {
         req.validate()?;
+        let leaf = LeafRequest {
+            common_name: format!("{}.{}.svc", req.service, req.namespace),
+            organizational_unit: None,
+            sans: req
+                .dns_names()
+                .into_iter()
+                .map(San::Dns)
+                .chain(req.ips.iter().copied().map(San::Ip))
+                .collect(),
+            usage: Usage::Server,
+            days: req.days,
+        };
+        self.issue_leaf("serving certificate", &leaf, now)
+    }
+
+    /// Issues a leaf certificate for `req` (`what` names it in errors): valid from now
+    /// (backdated) for `req.days` but never past the CA's `notAfter`, not a CA, key usage
+    /// digitalSignature, the extended key usage of `req.usage`, with an authority key id.
+    pub fn issue_leaf(
+        &self,
+        what: &'static str,
+        req: &LeafRequest,
+        now: OffsetDateTime,
+    ) -> Result<ServingPair, CertError> {
+        if req.days == 0 {
+            return Err(CertError::Invalid(format!(
+                "{what}: validity must be at least 1 day"
+            )));
+        }
         let issuer = Issuer::from_ca_cert_der(&self.cert, &self.key)
             .map_err(CertError::generate("issuer from CA certificate"))?;
-        let key = KeyPair::generate().map_err(CertError::generate("serving key"))?;
+        let key = KeyPair::generate().map_err(CertError::generate("leaf key"))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "kpool");
-        dn.push(
-            DnType::CommonName,
-            format!("{}.{}.svc", req.service, req.namespace),
-        );
+        if let Some(ou) = &req.organizational_unit {
+            dn.push(DnType::OrganizationalUnitName, ou.as_str());
+        }
+        dn.push(DnType::CommonName, req.common_name.as_str());
         params.distinguished_name = dn;
         params.subject_alt_names = req
-            .dns_names()
-            .into_iter()
-            .map(|d| {
-                d.clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|e| CertError::Invalid(format!("DNS name {d:?}: {e}")))
-            })
+            .sans
+            .iter()
+            .map(San::to_rcgen)
             .collect::<Result<Vec<_>, _>>()?;
-        params
-            .subject_alt_names
-            .extend(req.ips.iter().copied().map(SanType::IpAddress));
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = match req.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::ServerAndClient => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - NOT_BEFORE_BACKDATE;
         params.not_after =
             (now + time::Duration::days(i64::from(req.days))).min(self.info.not_after);
         let cert = params
             .signed_by(&key, &issuer)
-            .map_err(CertError::generate("serving certificate"))?;
+            .map_err(CertError::generate(what))?;
         let cert = cert.der().clone();
-        let info = CertInfo::from_der("generated serving certificate", &cert)?;
+        let info = CertInfo::from_der(what, &cert)?;
         Ok(ServingPair {
             cert,
             key_pkcs8: key.serialize_der(),
             info,
         })
     }
+}
+
+/// The common name of [`Ca::generate`]'s CAs, before the key id.
+pub const CA_NAME: &str = "kpool-certs CA";
+
+/// A subject alternative name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum San {
+    /// A DNS name.
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+    /// A URI, such as the SPIFFE id `spiffe://kpool.io/kafka/stretch/broker`.
+    Uri(String),
+}
+
+impl San {
+    /// Reads a SAN written as text the way the mesh policy writes one: a URI when it has a
+    /// scheme (`://`), else a DNS name (lowercased). Nothing is checked here; [`San::check`]
+    /// does.
+    pub fn uri_or_dns(s: &str) -> Self {
+        if s.contains("://") {
+            San::Uri(s.to_owned())
+        } else {
+            San::Dns(s.to_ascii_lowercase())
+        }
+    }
+
+    /// Whether the SAN can go into a certificate: a DNS name as [`is_dns_name`] says, or a URI
+    /// of printable ASCII without spaces and with a scheme and something after `://`.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            San::Dns(d) if !is_dns_name(d) => Err(format!("{d:?}: expected a DNS name")),
+            San::Uri(u) => {
+                let ok = u.bytes().all(|b| b.is_ascii_graphic())
+                    && u.split_once("://").is_some_and(|(scheme, rest)| {
+                        !rest.is_empty()
+                            && scheme.bytes().enumerate().all(|(i, b)| {
+                                b.is_ascii_alphabetic()
+                                    || (i > 0 && (b.is_ascii_digit() || b"+-.".contains(&b)))
+                            })
+                            && !scheme.is_empty()
+                    });
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{u:?}: expected a URI (scheme://..., printable ASCII without spaces)"
+                    ))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every SAN of a certificate, sorted.
+    pub fn of(info: &CertInfo) -> Vec<San> {
+        let mut sans: Vec<San> = info
+            .dns_names
+            .iter()
+            .map(|d| San::Dns(d.to_ascii_lowercase()))
+            .chain(info.ip_addresses.iter().copied().map(San::Ip))
+            .chain(info.uris.iter().cloned().map(San::Uri))
+            .collect();
+        sans.sort();
+        sans
+    }
+
+    fn to_rcgen(&self) -> Result<SanType, CertError> {
+        let bad = |e: rcgen::Error| CertError::Invalid(format!("SAN {self}: {e}"));
+        Ok(match self {
+            San::Dns(d) => SanType::DnsName(d.clone().try_into().map_err(bad)?),
+            San::Ip(ip) => SanType::IpAddress(*ip),
+            San::Uri(u) => SanType::URI(u.clone().try_into().map_err(bad)?),
+        })
+    }
+}
+
+impl fmt::Display for San {
+    /// As OpenSSL prints SANs: `DNS:name`, `IP Address:addr`, `URI:uri`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(d) => write!(f, "DNS:{d}"),
+            San::Ip(ip) => write!(f, "IP Address:{ip}"),
+            San::Uri(u) => write!(f, "URI:{u}"),
+        }
+    }
+}
+
+/// The extended key usage of a leaf certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// TLS server authentication (serverAuth).
+    Server,
+    /// TLS client authentication (clientAuth).
+    Client,
+    /// Both: a sidecar that accepts connections and may also be checked as a peer.
+    ServerAndClient,
+}
+
+/// A leaf certificate to issue with [`Ca::issue_leaf`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafRequest {
+    /// Subject common name (subject `O=kpool[, OU=...], CN=...`).
+    pub common_name: String,
+    /// Subject organizational unit, if any.
+    pub organizational_unit: Option<String>,
+    /// Subject alternative names.
+    pub sans: Vec<San>,
+    /// Extended key usage.
+    pub usage: Usage,
+    /// Validity in days.
+    pub days: u32,
 }
 
 /// Parses a PEM private key into an rcgen key pair (for signing).

@@ -28,6 +28,9 @@ pub struct CertInfo {
     pub dns_names: Vec<String>,
     /// IP subject alternative names.
     pub ip_addresses: Vec<IpAddr>,
+    /// URI subject alternative names (the mesh's SPIFFE ids); left out of JSON when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uris: Vec<String>,
     /// Start of validity.
     #[serde(with = "time::serde::rfc3339")]
     pub not_before: OffsetDateTime,
@@ -51,6 +54,7 @@ impl CertInfo {
         let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
         let mut dns_names = Vec::new();
         let mut ip_addresses = Vec::new();
+        let mut uris = Vec::new();
         if let Some(san) = x509
             .subject_alternative_name()
             .map_err(|e| bad(e.to_string()))?
@@ -58,6 +62,7 @@ impl CertInfo {
             for name in &san.value.general_names {
                 match name {
                     GeneralName::DNSName(d) => dns_names.push((*d).to_owned()),
+                    GeneralName::URI(u) => uris.push((*u).to_owned()),
                     GeneralName::IPAddress(b) => {
                         if let Ok(v4) = <[u8; 4]>::try_from(*b) {
                             ip_addresses.push(IpAddr::from(v4));
@@ -76,6 +81,7 @@ impl CertInfo {
             serial: x509.raw_serial_as_string(),
             dns_names,
             ip_addresses,
+            uris,
             not_before: validity.not_before.to_datetime(),
             not_after: validity.not_after.to_datetime(),
             is_ca: x509.is_ca(),
@@ -187,6 +193,36 @@ pub fn verify_chain(
     Ok(())
 }
 
+/// Verifies that `chain[0]` (with `chain[1..]` as intermediates) chains to one of `cas` at
+/// `now` as a TLS client certificate: what a rustls server requiring client certificates
+/// checks (webpki, extended key usage clientAuth), as Envoy's `require_client_certificate`
+/// does. Names are not checked (URI SANs are matched by the peer's own rules).
+pub fn verify_client_chain(
+    origin: &str,
+    chain: &[CertificateDer<'_>],
+    cas: &[CertificateDer<'_>],
+    now: OffsetDateTime,
+) -> Result<(), CertError> {
+    let fail = |detail: String| CertError::Verify {
+        origin: origin.to_owned(),
+        detail,
+    };
+    let Some(leaf) = chain.first() else {
+        return Err(fail("expected a certificate chain, found none".to_owned()));
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots_of(cas)),
+        provider,
+    )
+    .build()
+    .map_err(|e| fail(format!("does not chain to the given CA(s): {e}")))?;
+    verifier
+        .verify_client_cert(leaf, &chain[1..], unix_time(now))
+        .map_err(|e| fail(format!("does not chain to the given CA(s): {e}")))?;
+    Ok(())
+}
+
 /// What `kpool-certs inspect` reports for one certificate.
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectedCert {
@@ -215,8 +251,9 @@ pub struct InspectedFile {
 }
 
 /// Inspects certificate and key files together: every leaf is checked against every CA found
-/// in any of the files (so `inspect ca.crt tls.crt` tells whether the pair belongs together),
-/// and every key is matched against the certificates.
+/// in any of the files (so `inspect ca.crt tls.crt` tells whether the pair belongs together;
+/// as a server certificate, or failing that as a client certificate), and every key is
+/// matched against the certificates.
 pub fn inspect_files(
     paths: &[PathBuf],
     now: OffsetDateTime,
@@ -273,13 +310,11 @@ pub fn inspect_files(
                     let (mut chains_to, mut chain_error) = (None, None);
                     if !info.is_ca && !cas.is_empty() {
                         for (ca, subject) in &cas {
-                            match verify_chain(
-                                &origin,
-                                &certs[i..],
-                                std::slice::from_ref(ca),
-                                None,
-                                now,
-                            ) {
+                            let cas = std::slice::from_ref(ca);
+                            // A client certificate (the mesh's) chains as a client.
+                            match verify_chain(&origin, &certs[i..], cas, None, now).or_else(|e| {
+                                verify_client_chain(&origin, &certs[i..], cas, now).map_err(|_| e)
+                            }) {
                                 Ok(()) => {
                                     chains_to = Some(subject.clone());
                                     break;
@@ -360,6 +395,9 @@ pub fn render_human(files: &[InspectedFile]) -> String {
             if !info.ip_addresses.is_empty() {
                 let ips: Vec<String> = info.ip_addresses.iter().map(ToString::to_string).collect();
                 let _ = writeln!(s, "    ip addresses: {}", ips.join(", "));
+            }
+            if !info.uris.is_empty() {
+                let _ = writeln!(s, "    uris:        {}", info.uris.join(", "));
             }
             let _ = writeln!(s, "    not before:  {}", rfc3339(info.not_before));
             let _ = writeln!(s, "    not after:   {}", rfc3339(info.not_after));

@@ -2,6 +2,7 @@
 //!
 //! - [`generate`]: an ECDSA P-256 CA and serving certificates for a Service (rcgen).
 //! - [`create`]: the idempotent `create` command over a directory.
+//! - [`mesh`]: the broker mesh's CA, broker and client certificates, and its identity scheme.
 //! - [`inspect`]: facts about certificates, and chain verification with rustls' webpki.
 //! - [`tls`]: a rustls `ServerConfig` with a certificate resolver that hot-reloads files,
 //!   and a watcher for Kubernetes Secret volumes; the webhook serves with it (the agent
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod create;
 pub mod generate;
 pub mod inspect;
+pub mod mesh;
 pub mod pemio;
 #[cfg(feature = "cluster")]
 pub mod rotate;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kpool_certs::create::{self, CreateOptions};
 use kpool_certs::generate::ServingRequest;
+use kpool_certs::mesh::{self, MeshOptions};
 use kpool_certs::rotate::{self, Policy, RotateOptions};
 use kpool_certs::{cluster, inspect, tls};
 
@@ -38,7 +39,33 @@ enum Command {
     PatchWebhooks(PatchWebhooksArgs),
     /// Zero-downtime CA rotation and serving certificate renewal, re-runnable after a crash.
     Rotate(RotateArgs),
+    /// Write the broker mesh's CA, broker certificate and client certificates (one per
+    /// --client) from a policy's `mesh` section; keeps valid material like `create`.
+    #[command(long_about = MESH_ABOUT)]
+    Mesh(MeshArgs),
 }
+
+const MESH_ABOUT: &str = "\
+Write the broker mesh's CA, broker certificate and client certificates from a policy's `mesh`
+section, laid out as a Kubernetes TLS Secret mounts them (file names from mesh.tls):
+
+  OUT/ca/ca.crt, ca.key                       the mesh CA; stays here
+  OUT/broker/tls.crt, tls.key, ca.crt         Secret kafka-mtls, for every broker sidecar
+  OUT/client-NAME/tls.crt, tls.key, ca.crt    per --client NAME, for that app's client sidecar
+
+`kpool-mesh broker-config --certs-dir OUT/broker` and `client-config --certs-dir
+OUT/client-NAME` read them as they are.
+
+Identities: one Secret serves the whole StatefulSet, so every broker presents
+mesh.brokerSan (default spiffe://kpool.io/kafka/<kafkaCluster>/broker); a client sidecar
+requires it and the mesh CA, proving \"a broker of this Kafka cluster\" (which broker is
+chosen by the client's own sidecar port). Client NAME gets
+spiffe://kpool.io/kafka/<kafkaCluster>/client/NAME; broker sidecars accept it when
+mesh.allowedSans lists it (a warning says when not). The mesh CA is not the webhook's CA.
+
+Re-running keeps the CA (so adding a --client keeps every Secret issued before) and every
+certificate that is valid, chains to it, carries the expected SAN and is not due; a CA whose
+ca.key is missing or foreign, and files that are not PEM, are refused unless --force.";
 
 #[derive(Args, Debug)]
 struct SanArgs {
@@ -162,6 +189,41 @@ struct RotateArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+struct MeshArgs {
+    /// The policy whose `mesh` section names the Kafka cluster, the broker identity, the
+    /// allowed client identities and the file names.
+    #[arg(long, env = "KPOOL_CERTS_POLICY")]
+    policy: PathBuf,
+    /// Output directory (see above for the layout).
+    #[arg(long, env = "KPOOL_CERTS_OUT")]
+    out: PathBuf,
+    /// An application to issue a client certificate for, a DNS label (repeat, or
+    /// comma-separated in the env var).
+    #[arg(
+        long = "client",
+        value_name = "NAME",
+        env = "KPOOL_CERTS_CLIENT",
+        value_delimiter = ','
+    )]
+    clients: Vec<String>,
+    /// Broker and client certificate validity, days.
+    #[arg(long, env = "KPOOL_CERTS_DAYS", default_value_t = create::DEFAULT_DAYS)]
+    days: u32,
+    /// Mesh CA validity, days.
+    #[arg(long, env = "KPOOL_CERTS_CA_DAYS", default_value_t = create::DEFAULT_CA_DAYS)]
+    ca_days: u32,
+    /// Renew a certificate when less than this fraction of its lifetime is left (`0.25`, `1/3`).
+    #[arg(long, env = "KPOOL_CERTS_RENEW_FRACTION", default_value = "1/3", value_parser = parse_fraction)]
+    renew_fraction: f64,
+    /// Replace all material, valid or not (a new mesh CA: every mesh Secret must be updated).
+    #[arg(long, env = "KPOOL_CERTS_FORCE")]
+    force: bool,
+    /// Print the report as JSON.
+    #[arg(long, env = "KPOOL_CERTS_JSON")]
+    json: bool,
+}
+
 /// Parses `0.25` or `1/3`.
 fn parse_fraction(s: &str) -> Result<f64, String> {
     let bad = || format!("expected a fraction such as 0.25 or 1/3, found {s:?}");
@@ -192,6 +254,7 @@ fn main() -> std::process::ExitCode {
         Command::Secret(a) => runtime().and_then(|rt| rt.block_on(run_secret(a))),
         Command::PatchWebhooks(a) => runtime().and_then(|rt| rt.block_on(run_patch_webhooks(a))),
         Command::Rotate(a) => runtime().and_then(|rt| rt.block_on(run_rotate(a))),
+        Command::Mesh(a) => run_mesh(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -255,6 +318,51 @@ fn run_create(a: CreateArgs) -> Result<()> {
         inspect::rfc3339(report.serving_info.not_after),
         describe(&report.serving)
     );
+    Ok(())
+}
+
+fn run_mesh(a: MeshArgs) -> Result<()> {
+    let policy = kpool_policy::Policy::from_file(&a.policy)?;
+    let opts = MeshOptions {
+        out_dir: a.out,
+        clients: a.clients,
+        days: a.days,
+        ca_days: a.ca_days,
+        force: a.force,
+        renew_fraction: a.renew_fraction,
+    };
+    let report = mesh::mesh(&policy.spec().mesh, &opts)?;
+    for w in &report.warnings {
+        eprintln!("kpool-certs: warning: {w}");
+    }
+    if a.json {
+        return print_json(&report);
+    }
+    println!(
+        "{}: mesh CA {} valid until {} — {}",
+        report.ca_dir.display(),
+        report.ca_info.subject,
+        inspect::rfc3339(report.ca_info.not_after),
+        describe(&report.ca)
+    );
+    for leaf in &report.leaves {
+        let whose = match &leaf.role {
+            mesh::Role::Broker => "broker certificate".to_owned(),
+            mesh::Role::Client(name) => format!("client certificate of {name}"),
+        };
+        println!(
+            "{}: {whose} for {} valid until {} — {}",
+            leaf.dir.display(),
+            leaf.san,
+            inspect::rfc3339(leaf.info.not_after),
+            describe(&leaf.certificate)
+        );
+        println!(
+            "{}: the mesh CA — {}",
+            leaf.dir.join(&policy.spec().mesh.tls.ca).display(),
+            describe(&leaf.ca_file)
+        );
+    }
     Ok(())
 }
 

@@ -57,6 +57,8 @@ pub fn certified_key(
 }
 
 /// Whether a reload changed what is served.
+// One short-lived value per reload: boxing the facts would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// The files hold the pair already served.
