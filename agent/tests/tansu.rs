@@ -5,144 +5,12 @@
 //! `KafkaClient`. Without a tansu binary the test explains why and passes, unless
 //! `KPOOL_REQUIRE_TANSU=1`, when it fails.
 
-use std::fs::File;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kpool_agent::kafka::{KafkaClient, KafkaConfig};
 use kpool_agent::snapshot::Snapshot;
-
-const REQUIRE: &str = "KPOOL_REQUIRE_TANSU";
-
-fn required() -> bool {
-    std::env::var(REQUIRE).is_ok_and(|v| v == "1")
-}
-
-/// Skip (print why and return) or, when required, fail.
-fn skip_or_fail(why: &str) {
-    if required() {
-        panic!("{REQUIRE}=1 but {why}");
-    }
-    eprintln!("skipping the tansu interop test: {why} (set {REQUIRE}=1 to make this a failure)");
-}
-
-/// `tansu` on PATH, else in cargo's bin directory.
-fn find_tansu() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join("tansu"));
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-    on_path
-        .chain(cargo_home.map(|h| h.join("bin").join("tansu")))
-        .find(|p| p.is_file())
-}
-
-/// The broker process, killed when the test ends however it ends.
-struct Broker {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Broker {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn start_broker(tansu: &Path, port: u16, dir: &Path) -> Broker {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = dir.join("tansu.log");
-    let out = File::create(&log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let child = Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu.display()));
-    let mut broker = Broker { child, log };
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = broker.child.try_wait() {
-            panic!(
-                "tansu exited with {status} before listening:\n{}",
-                broker.log()
-            );
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return broker;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tansu did not listen on {port} within 30s:\n{}",
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Make sure `confluent_kafka` imports, installing it with pip if missing.
-fn ensure_confluent_kafka() -> Result<(), String> {
-    let imports = || {
-        Command::new("python3")
-            .args(["-c", "import confluent_kafka"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if imports() {
-        return Ok(());
-    }
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "confluent-kafka",
-        ])
-        .output()
-        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
-    if !out.status.success() || !imports() {
-        return Err(format!(
-            "pip install confluent-kafka failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
+use kpool_testkit::tansu::{self, Tansu, free_port};
 
 /// Topics created through librdkafka's admin API: (name, partitions, replication factor,
 /// explicit min.insync.replicas).
@@ -200,18 +68,18 @@ fn has_all_topics(s: &Snapshot) -> bool {
 
 #[test]
 fn snapshot_of_a_real_tansu_broker() {
-    let Some(tansu) = find_tansu() else {
-        skip_or_fail("no tansu binary on PATH or in ~/.cargo/bin (run scripts/install-tansu)");
+    let Some(tansu) = tansu::available() else {
         return;
     };
-    if let Err(why) = ensure_confluent_kafka() {
-        skip_or_fail(&why);
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let broker = start_broker(&tansu, port, dir.path());
     let bootstrap = format!("127.0.0.1:{port}");
+    let broker = Tansu::start(
+        &tansu,
+        bootstrap.parse().expect("addr"),
+        &bootstrap,
+        dir.path(),
+    );
     create_topics(&bootstrap);
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use kpool_policy::mesh::SanPattern;
+use kpool_policy::model::MeshTls;
 use serde_json::{Value, json};
 
 /// `@type` of the tcp_proxy network filter.
@@ -64,4 +65,71 @@ pub fn sds_from_file(name: &str, path: &str, watched_dir: &str) -> Value {
 /// The content of a file-based SDS file: a discovery response holding `secret`.
 pub fn sds_file(secret: Value) -> Value {
     json!({"resources": [secret]})
+}
+
+/// The SDS file holding the sidecar's own certificate and key.
+pub const CERTIFICATE_SDS_FILE: &str = "sds-certificate.yaml";
+/// The SDS file holding the mesh CA.
+pub const VALIDATION_SDS_FILE: &str = "sds-validation.yaml";
+/// SDS secret names.
+pub const CERTIFICATE_SECRET: &str = "kpool-mesh-certificate";
+pub const VALIDATION_SECRET: &str = "kpool-mesh-ca";
+
+/// The two file-based SDS files every sidecar reads (its certificate and key; the mesh CA),
+/// by file name, for certificates in `certs_dir` (watched: a rotated Secret's `..data` swap
+/// applies to new connections).
+pub fn sds_files(tls: &MeshTls, certs_dir: &str) -> Vec<(&'static str, Value)> {
+    let cert_file = |name: &str| format!("{certs_dir}/{name}");
+    let certificate = json!({
+        "@type": SECRET,
+        "name": CERTIFICATE_SECRET,
+        "tls_certificate": {
+            "certificate_chain": {"filename": cert_file(&tls.certificate)},
+            "private_key": {"filename": cert_file(&tls.private_key)},
+            "watched_directory": {"path": certs_dir},
+        },
+    });
+    let validation = json!({
+        "@type": SECRET,
+        "name": VALIDATION_SECRET,
+        "validation_context": {
+            "trusted_ca": {"filename": cert_file(&tls.ca)},
+            "watched_directory": {"path": certs_dir},
+        },
+    });
+    vec![
+        (CERTIFICATE_SDS_FILE, sds_file(certificate)),
+        (VALIDATION_SDS_FILE, sds_file(validation)),
+    ]
+}
+
+/// A `CommonTlsContext` presenting the sidecar's certificate and requiring a peer that
+/// chains to the mesh CA and carries one of `peer_sans`; TLS 1.2 or later.
+pub fn common_tls_context(config_dir: &str, peer_sans: &[String]) -> Value {
+    let sds_path = |name: &str| format!("{config_dir}/{name}");
+    json!({
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        "tls_certificate_sds_secret_configs": [
+            sds_from_file(CERTIFICATE_SECRET, &sds_path(CERTIFICATE_SDS_FILE), config_dir),
+        ],
+        "combined_validation_context": {
+            "default_validation_context": {
+                "match_typed_subject_alt_names": san_matchers(peer_sans),
+            },
+            "validation_context_sds_secret_config":
+                sds_from_file(VALIDATION_SECRET, &sds_path(VALIDATION_SDS_FILE), config_dir),
+        },
+    })
+}
+
+/// A tcp_proxy filter chain's filter list sending every connection to `cluster`.
+pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Value {
+    json!([{
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": TCP_PROXY,
+            "stat_prefix": stat_prefix.replace('-', "_"),
+            "cluster": cluster,
+        },
+    }])
 }

@@ -12,9 +12,12 @@
 
 pub mod apply;
 pub mod broker;
+pub mod bundle;
+pub mod client;
 pub mod envoy;
 
 pub use broker::{BrokerBundle, BrokerOptions, render as render_broker};
+pub use bundle::Bundle;
 
 /// Why a configuration cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,16 @@ pub enum MeshError {
     BadDir {
         flag: &'static str,
         dir: String,
+        reason: String,
+    },
+    /// Flags that cannot be rendered as given (the message names the flag).
+    #[error("{0}")]
+    Usage(String),
+    /// Two policies that cannot serve side by side.
+    #[error("policies {a} and {b}: {reason}")]
+    Policies {
+        a: String,
+        b: String,
         reason: String,
     },
     /// Serialising the configuration failed.

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kpool_mesh::apply;
 use kpool_mesh::broker::{self, BrokerOptions};
+use kpool_mesh::client::{self, ClientOptions};
 use kpool_policy::Policy;
 
 #[derive(Parser, Debug)]
@@ -26,6 +27,69 @@ enum Command {
     /// Print the Envoy bootstrap of the broker sidecar (mTLS on mesh.mtlsPort, forwarded to
     /// the broker on 127.0.0.1:mesh.brokerPort); with --out, write it and its SDS files.
     BrokerConfig(BrokerConfigArgs),
+    /// Print the Envoy bootstrap of an application's client sidecar: for every broker named,
+    /// a listener on mesh.address:basePort+id forwarding over mTLS to that broker's sidecar
+    /// (its INTERNAL host name at mesh.mtlsPort); with --out, write it and its SDS files.
+    ///
+    /// A Kafka client in the pod bootstraps from any broker's address:port and Metadata
+    /// sends it to the same address with each broker's port, so every connection goes
+    /// through this sidecar.
+    ClientConfig(ClientConfigArgs),
+}
+
+#[derive(Args, Debug)]
+struct ClientConfigArgs {
+    /// The pool policies of the Kubernetes clusters the brokers run in (repeat; a stretch
+    /// cluster has one per Kubernetes cluster). A broker belongs to the policy whose ids
+    /// (brokers.idBase + mesh.maxBrokersPerCluster) hold it; the policies must not overlap.
+    #[arg(
+        long,
+        env = "KPOOL_MESH_POLICY",
+        value_delimiter = ',',
+        required = true
+    )]
+    policy: Vec<PathBuf>,
+    /// The broker ids to reach: 0,1,2 or ranges, 0-2,100-102.
+    #[arg(long, env = "KPOOL_MESH_BROKERS", value_parser = parse_brokers)]
+    brokers: BrokerIds,
+    /// Reach broker ID's sidecar at HOST:PORT instead of its INTERNAL host at mesh.mtlsPort
+    /// (tests; networks without cross-cluster DNS). Repeat for several brokers.
+    #[arg(long = "endpoint", env = "KPOOL_MESH_ENDPOINTS", value_delimiter = ',', value_name = "ID=HOST:PORT", value_parser = parse_endpoint)]
+    endpoints: Vec<(i32, client::Endpoint)>,
+    /// The brokers' StatefulSet: broker idBase+N is pod <statefulset>-N.
+    #[arg(long, env = "KPOOL_MESH_STATEFULSET", default_value = client::DEFAULT_STATEFULSET)]
+    statefulset: String,
+    /// The brokers' namespace; default: the policy's brokers.namespaces when it lists one.
+    #[arg(long, env = "KPOOL_MESH_BROKER_NAMESPACE")]
+    namespace: Option<String>,
+    /// The advertised listener (in listener.template) whose host reaches a broker pod.
+    #[arg(long, env = "KPOOL_MESH_LISTENER", default_value = client::DEFAULT_LISTENER)]
+    listener: String,
+    /// Read the client certificate from this directory instead of the policy's mesh.tls.dir
+    /// (a local run, a test); every file the policy names must be there.
+    #[arg(long, env = "KPOOL_MESH_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    /// Where Envoy finds the bootstrap's SDS files (the client sidecar's ConfigMap mount).
+    #[arg(long, env = "KPOOL_MESH_CONFIG_DIR", default_value = client::DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
+    /// Write the bootstrap and its SDS files into this directory instead of printing the
+    /// bootstrap.
+    #[arg(long, env = "KPOOL_MESH_OUT")]
+    out: Option<PathBuf>,
+    /// Output format of the bootstrap (Envoy reads both).
+    #[arg(long, env = "KPOOL_MESH_FORMAT", value_enum, default_value_t = FormatArg::Yaml)]
+    format: FormatArg,
+}
+
+#[derive(Clone, Debug)]
+struct BrokerIds(Vec<i32>);
+
+fn parse_brokers(s: &str) -> Result<BrokerIds, String> {
+    client::parse_broker_ids(s).map(BrokerIds)
+}
+
+fn parse_endpoint(s: &str) -> Result<(i32, client::Endpoint), String> {
+    client::parse_endpoint_flag(s)
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +145,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BrokerConfig(a) => run_broker_config(a),
+        Command::ClientConfig(a) => run_client_config(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,7 +194,41 @@ fn run_broker_config(a: BrokerConfigArgs) -> Result<()> {
             Ok(())
         });
     }
-    match a.out {
+    emit(&bundle, a.out, format)
+}
+
+fn run_client_config(a: ClientConfigArgs) -> Result<()> {
+    let policies = a
+        .policy
+        .iter()
+        .map(|p| Policy::from_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut endpoints = std::collections::BTreeMap::new();
+    for (id, e) in a.endpoints {
+        if endpoints.insert(id, e).is_some() {
+            anyhow::bail!("--endpoint: broker {id} is given twice");
+        }
+    }
+    let options = ClientOptions {
+        brokers: a.brokers.0,
+        endpoints,
+        statefulset: a.statefulset,
+        namespace: a.namespace,
+        listener: a.listener,
+        config_dir: a.config_dir,
+        certs_dir: a.certs_dir,
+    };
+    let bundle = client::render(&policies, &options)?;
+    emit(&bundle, a.out, a.format.into())
+}
+
+/// Writes the bundle into `out`, listing the files, or prints the bootstrap.
+fn emit(
+    bundle: &kpool_mesh::Bundle,
+    out: Option<PathBuf>,
+    format: kpool_mesh::Format,
+) -> Result<()> {
+    match out {
         Some(dir) => {
             for path in bundle.write_to(&dir, format)? {
                 println!("{}", path.display());

@@ -9,9 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BROKER_SAN, envoy, free_port, policy_with, write_certs};
+use common::{
+    BROKER_SAN, Running, admin_get, envoy, free_port, kubelet_volume, policy_with, served_serial,
+    wait_for, write_certs,
+};
 use kpool_mesh::Format;
 use kpool_mesh::broker::{self, BrokerOptions};
+use kpool_mesh::client::{self, ClientOptions, Endpoint};
 
 /// The broker sidecar's configuration for `policy`, its SDS files pointing at `dir`.
 fn render(policy: &kpool_policy::Policy, dir: &Path, certs: Option<&Path>) -> broker::BrokerBundle {
@@ -76,6 +80,45 @@ fn broker_config_passes_envoy_validate_in_yaml_and_json() {
 }
 
 #[test]
+fn client_config_passes_envoy_validate_in_yaml_and_json() {
+    let Some(envoy) = envoy() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let certs = tmp.path().join("certs");
+    write_certs(&certs, common::CLIENT_SAN);
+    let policies = [
+        policy_with(&[]),
+        kpool_policy::Policy::from_yaml(
+            include_str!("../../examples/policy-k8s-b.yaml"),
+            "policy-k8s-b.yaml",
+        )
+        .expect("valid"),
+    ];
+    for format in [Format::Yaml, Format::Json] {
+        let dir = tmp.path().join(format!("client-{}", format.extension()));
+        let mut options = ClientOptions {
+            brokers: vec![0, 1, 2, 100, 101, 102],
+            config_dir: dir.clone(),
+            certs_dir: Some(certs.clone()),
+            ..ClientOptions::default()
+        };
+        // A pinned IP endpoint beside the DNS ones: both cluster types.
+        options.endpoints.insert(
+            102,
+            Endpoint {
+                host: "10.0.0.7".to_owned(),
+                port: 9443,
+            },
+        );
+        let bundle = client::render(&policies, &options).expect("renders");
+        bundle.write_to(&dir, format).expect("write");
+        let config = dir.join(kpool_mesh::Bundle::bootstrap_file(format));
+        if let Err(e) = validate(&envoy, &config) {
+            panic!("envoy --mode validate {}:\n{e}", config.display());
+        }
+    }
+}
+
+#[test]
 fn envoy_rejects_what_validation_should_catch() {
     // The test's own check: a broken bootstrap fails validate (so a pass means something).
     let Some(envoy) = envoy() else { return };
@@ -89,36 +132,6 @@ fn envoy_rejects_what_validation_should_catch() {
     std::fs::write(&path, Format::Json.print(&bootstrap).expect("json")).expect("write");
     let e = validate(&envoy, &path).expect_err("empty stat_prefix is invalid");
     assert!(e.contains("StatPrefix"), "{e}");
-}
-
-/// A running Envoy, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn admin_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-fn stat(port: u16, name: &str) -> Option<u64> {
-    let body = admin_get(port, &format!("/stats?filter=^{name}$"))?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
@@ -137,28 +150,8 @@ fn running_envoy_loads_the_sds_files_and_listens_on_the_mtls_port() {
     let dir = tmp.path().join("config");
     let bundle = render(&policy, &dir, Some(&certs));
     bundle.write_to(&dir, Format::Yaml).expect("write");
-    let child = Command::new(&envoy)
-        .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
-        .arg(dir.join("envoy.yaml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start envoy");
-    let _envoy = Running(child);
-
     // The listener is active only once both SDS secrets loaded from their files.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if stat(admin, "listener_manager.total_listeners_active") == Some(1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the mTLS listener did not become active within 30s: {:?}",
-            admin_get(admin, "/stats?filter=listener_manager|sds")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _envoy = Running::start(&envoy, &dir.join("envoy.yaml"), admin, 1);
     let certs_out = admin_get(admin, "/certs").expect("/certs");
     // The broker certificate (its SAN) and the mesh CA, both from the SDS files.
     assert!(certs_out.contains(BROKER_SAN), "{certs_out}");
@@ -173,38 +166,14 @@ fn running_envoy_loads_the_sds_files_and_listens_on_the_mtls_port() {
     );
 }
 
-/// The serial number of the certificate chain Envoy serves (`/certs`), if loaded.
-fn served_serial(admin: u16) -> Option<String> {
-    let body = admin_get(admin, "/certs")?;
-    let chain = body.split("\"cert_chain\"").nth(1)?;
-    let rest = chain.split("\"serial_number\": \"").nth(1)?;
-    rest.split('"').next().map(str::to_owned)
-}
-
-/// Lays out `dir` as the kubelet does a Secret volume: the files live in a timestamped
-/// directory, `..data` links to it, and each key links through `..data`. `swap` points
-/// `..data` at a new directory by an atomic rename, as the kubelet updates it.
-fn kubelet_volume(dir: &Path, generation: u32) {
-    let data = dir.join(format!("..2026_11_30_{generation}"));
-    write_certs(&data, BROKER_SAN);
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(data.file_name().expect("name"), &tmp).expect("symlink");
-    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        let link = dir.join(key);
-        if link.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(key), &link).expect("key link");
-        }
-    }
-}
-
 #[test]
 fn a_rotated_secret_volume_is_served_without_a_restart() {
     let Some(envoy) = envoy() else { return };
     let tmp = tempfile::tempdir().expect("tmp");
     let certs = tmp.path().join("certs");
-    std::fs::create_dir_all(&certs).expect("certs");
-    kubelet_volume(&certs, 1);
+    kubelet_volume(&certs, 1, |d| {
+        write_certs(d, BROKER_SAN);
+    });
     let (mtls, admin, broker_port) = (free_port(), free_port(), free_port());
     let policy = policy_with(&[
         ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
@@ -216,29 +185,14 @@ fn a_rotated_secret_volume_is_served_without_a_restart() {
     render(&policy, &dir, Some(&certs))
         .write_to(&dir, Format::Yaml)
         .expect("write");
-    let child = Command::new(&envoy)
-        .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
-        .arg(dir.join("envoy.yaml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start envoy");
-    let pid = child.id();
-    let _envoy = Running(child);
+    let envoy = Running::start(&envoy, &dir.join("envoy.yaml"), admin, 1);
+    let pid = envoy.pid();
 
-    let wait_for = |what: &str, f: &dyn Fn() -> Option<String>| -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{what} within 30s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let first = wait_for("the first certificate served", &|| served_serial(admin));
-    kubelet_volume(&certs, 2);
-    let second = wait_for("the rotated certificate served", &|| {
+    let first = wait_for("the first certificate served", || served_serial(admin));
+    kubelet_volume(&certs, 2, |d| {
+        write_certs(d, BROKER_SAN);
+    });
+    let second = wait_for("the rotated certificate served", || {
         served_serial(admin).filter(|s| *s != first)
     });
     assert_ne!(first, second);

@@ -30,6 +30,7 @@ pub const DEFAULT_POLICY_YAML: &str = include_str!("../../examples/policy.yaml")
 #[derive(Debug, Clone)]
 pub struct Policy {
     spec: PolicySpec,
+    origin: String,
     hash: String,
     racks: Vec<String>,
     rack_patterns: Vec<RackPattern>,
@@ -72,6 +73,7 @@ impl Policy {
         let hash = hash_spec(&spec);
         Ok(Self {
             hash,
+            origin: origin.to_owned(),
             rack_patterns: rack_patterns(&compiled.rack_format, &spec),
             racks: compiled.racks,
             listener: compiled.listener,
@@ -87,6 +89,11 @@ impl Policy {
     /// The policy as written (with defaults filled in).
     pub fn spec(&self) -> &PolicySpec {
         &self.spec
+    }
+
+    /// Where the policy came from (a file name), for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Stable hash of the policy's meaning: formatting, comments and key order do not count.

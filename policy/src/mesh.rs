@@ -29,9 +29,7 @@ impl<'a> SanPattern<'a> {
     /// Reads an `allowedSans` entry.
     pub fn parse(entry: &'a str) -> Self {
         match entry.strip_suffix('*') {
-            Some(prefix) if prefix.contains("://") && prefix.ends_with('/') => {
-                Self::Prefix(prefix)
-            }
+            Some(prefix) if prefix.contains("://") && prefix.ends_with('/') => Self::Prefix(prefix),
             _ => Self::Exact(entry),
         }
     }
@@ -52,7 +50,10 @@ impl Mesh {
     /// brokers, not one broker.
     pub fn broker_san(&self) -> String {
         self.broker_san.clone().unwrap_or_else(|| {
-            format!("spiffe://{TRUST_DOMAIN}/kafka/{}/broker", self.kafka_cluster)
+            format!(
+                "spiffe://{TRUST_DOMAIN}/kafka/{}/broker",
+                self.kafka_cluster
+            )
         })
     }
 

@@ -316,13 +316,19 @@ fn a_wildcard_only_ends_a_uri_and_the_broker_san_is_one_name() {
         ]
     );
     assert_eq!(
-        messages(&with(SANS, &format!("{SANS}\n  brokerSan: \"spiffe://k/*\""))),
+        messages(&with(
+            SANS,
+            &format!("{SANS}\n  brokerSan: \"spiffe://k/*\"")
+        )),
         [
             "mesh.brokerSan: \"spiffe://k/*\": expected one SAN (no wildcard, no whitespace), or leave it out for spiffe://kpool.io/kafka/<kafkaCluster>/broker"
         ]
     );
     let p = Policy::from_yaml(
-        &with(SANS, &format!("{SANS}\n  brokerSan: brokers.kafka.internal")),
+        &with(
+            SANS,
+            &format!("{SANS}\n  brokerSan: brokers.kafka.internal"),
+        ),
         "p",
     )
     .expect("valid");

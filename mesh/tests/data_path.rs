@@ -1,0 +1,265 @@
+//! The whole data path on loopback, with real parts: a Kafka client (confluent-kafka, i.e.
+//! librdkafka) → the client sidecar (real Envoy, `kpool-mesh client-config`) on the Kafka
+//! cluster's mesh address → mTLS → the broker sidecar (real Envoy, `kpool-mesh
+//! broker-config`) → tansu, which advertises the mesh address and port.
+//!
+//! Skips without Envoy or tansu unless `KPOOL_REQUIRE_ENVOY=1` / `KPOOL_REQUIRE_TANSU=1`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::{
+    BROKER_SAN, CLIENT_SAN, Running, TestCa, envoy, kubelet_volume, policy_with, served_serial,
+    wait_for,
+};
+use kpool_mesh::Format;
+use kpool_mesh::broker::{self, BrokerOptions};
+use kpool_mesh::client::{self, ClientOptions, Endpoint};
+use kpool_testkit::tansu::{self, NODE_ID, Tansu, free_port};
+
+/// Creates a topic, produces `n` messages and consumes them back, all through `bootstrap`;
+/// prints `produced consumed` and the brokers Metadata names, or exits 1 saying what failed.
+const PRODUCE_CONSUME: &str = r#"
+import sys, uuid
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+bootstrap, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+common = {"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+          "socket.timeout.ms": int(timeout * 1000), "reconnect.backoff.max.ms": 500}
+admin = AdminClient(dict(common))
+topic = "mesh-" + uuid.uuid4().hex[:8]
+try:
+    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
+                                 request_timeout=timeout).values():
+        f.result(timeout=timeout)
+    md = admin.list_topics(timeout=timeout)
+except Exception as e:
+    print("admin failed:", e)
+    sys.exit(1)
+print("brokers", " ".join(f"{b.id}={b.host}:{b.port}" for b in md.brokers.values()))
+p = Producer(dict(common, **{"message.timeout.ms": int(timeout * 1000)}))
+errors = []
+for i in range(n):
+    p.produce(topic, value=f"m{i}".encode(), on_delivery=lambda e, m: e and errors.append(e))
+left = p.flush(timeout)
+if left or errors:
+    print("produce failed:", left, "undelivered", errors[:3])
+    sys.exit(1)
+c = Consumer(dict(common, **{"group.id": topic, "auto.offset.reset": "earliest"}))
+c.subscribe([topic])
+got = []
+import time
+deadline = time.time() + timeout * 2
+while len(got) < n and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        got.append(m.value().decode())
+c.close()
+if got != [f"m{i}" for i in range(n)]:
+    print("consumed", len(got), "of", n, got[:3])
+    sys.exit(1)
+print("ok", n, len(got))
+"#;
+
+/// Sends one Kafka ApiVersions request to host:port, over TLS with the given client
+/// certificate (`tls`) or in plaintext (`plain`); prints `answered` when a Kafka answer
+/// came back, `refused: why` when the peer closed or failed the connection.
+const PROBE: &str = r#"
+import socket, ssl, struct, sys
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+try:
+    if mode == "tls":
+        cert, key, ca = sys.argv[4:7]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(ca)
+        ctx.load_cert_chain(cert, key)
+        s = ctx.wrap_socket(s)
+    client = b"probe"
+    body = struct.pack(">hhih", 18, 0, 7, len(client)) + client
+    s.sendall(struct.pack(">i", len(body)) + body)
+    head = s.recv(8)
+    if len(head) == 8 and struct.unpack(">i", head[4:])[0] == 7:
+        print("answered")
+    else:
+        print("refused: closed after", len(head), "bytes")
+except (OSError, ssl.SSLError) as e:
+    print("refused:", type(e).__name__, e)
+"#;
+
+fn python(script: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn probe_tls(port: u16, certs: &Path) -> String {
+    let file = |n: &str| certs.join(n).display().to_string();
+    let (_, out) = python(
+        PROBE,
+        &[
+            "tls",
+            "127.0.0.1",
+            &port.to_string(),
+            &file("tls.crt"),
+            &file("tls.key"),
+            &file("ca.crt"),
+        ],
+    );
+    out.trim().to_owned()
+}
+
+#[test]
+fn a_kafka_client_produces_and_consumes_through_both_sidecars() {
+    let Some(envoy) = envoy() else { return };
+    let Some(tansu_bin) = tansu::available() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = TestCa::new("kpool mesh CA");
+    let broker_certs = tmp.path().join("broker-certs");
+    kubelet_volume(&broker_certs, 1, |d| {
+        ca.issue(d, BROKER_SAN);
+    });
+    let client_certs = tmp.path().join("client-certs");
+    ca.issue(&client_certs, CLIENT_SAN);
+
+    // tansu is always broker 111: its mesh port is basePort + 111.
+    let mesh_port = free_port();
+    let base = mesh_port - u16::try_from(NODE_ID).expect("id");
+    let (broker_port, mtls, admin_broker, admin_client) =
+        (free_port(), free_port(), free_port(), free_port());
+    let policy = |admin: u16| {
+        policy_with(&[
+            ("basePort: 9091", &format!("basePort: {base}")),
+            ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
+            ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
+            ("containerPort: 9443", &format!("containerPort: {mtls}")),
+            ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
+            ("adminPort: 9901", &format!("adminPort: {admin}")),
+        ])
+    };
+
+    let listen: SocketAddr = format!("127.0.0.1:{broker_port}").parse().expect("addr");
+    let advertised = format!("127.0.0.5:{mesh_port}");
+    let kafka = Tansu::start(&tansu_bin, listen, &advertised, tmp.path());
+
+    let broker_dir = tmp.path().join("broker");
+    broker::render(
+        &policy(admin_broker),
+        &BrokerOptions {
+            config_dir: broker_dir.clone(),
+            certs_dir: Some(broker_certs.clone()),
+        },
+    )
+    .expect("broker config")
+    .write_to(&broker_dir, Format::Yaml)
+    .expect("write");
+    let broker_envoy = Running::start(&envoy, &broker_dir.join("envoy.yaml"), admin_broker, 1);
+
+    let client_dir = tmp.path().join("client");
+    let mut options = ClientOptions {
+        brokers: vec![NODE_ID],
+        config_dir: client_dir.clone(),
+        certs_dir: Some(client_certs.clone()),
+        ..ClientOptions::default()
+    };
+    options.endpoints.insert(
+        NODE_ID,
+        Endpoint {
+            host: "127.0.0.1".to_owned(),
+            port: mtls,
+        },
+    );
+    client::render(&[policy(admin_client)], &options)
+        .expect("client config")
+        .write_to(&client_dir, Format::Yaml)
+        .expect("write");
+    let _client_envoy = Running::start(&envoy, &client_dir.join("envoy.yaml"), admin_client, 1);
+
+    let run =
+        |n: u32, timeout: &str| python(PRODUCE_CONSUME, &[&advertised, &n.to_string(), timeout]);
+    let (ok, out) = run(20, "20");
+    assert!(
+        ok,
+        "through the mesh:\n{out}\ntansu:\n{}\nbroker envoy:\n{}",
+        kafka.log(),
+        broker_envoy.log()
+    );
+    assert!(
+        out.contains(&format!("brokers {NODE_ID}={advertised}")),
+        "Metadata sends the client to its sidecar: {out}"
+    );
+    assert!(out.contains("ok 20 20"), "{out}");
+
+    // The broker sidecar checks the client: the mesh CA and an allowed SAN.
+    assert_eq!(probe_tls(mtls, &client_certs), "answered");
+    let wrong_san = tmp.path().join("wrong-san");
+    ca.issue(&wrong_san, "spiffe://kpool.io/kafka/other/client/orders");
+    let refused = probe_tls(mtls, &wrong_san);
+    assert!(
+        refused.starts_with("refused"),
+        "a SAN not allowed: {refused}"
+    );
+    let other_ca = tmp.path().join("other-ca");
+    TestCa::new("another CA").issue(&other_ca, CLIENT_SAN);
+    std::fs::copy(client_certs.join("ca.crt"), other_ca.join("ca.crt")).expect("trust the mesh CA");
+    let refused = probe_tls(mtls, &other_ca);
+    assert!(refused.starts_with("refused"), "another CA: {refused}");
+
+    // The broker certificate replaced the kubelet's way is served to the next connection,
+    // by the same Envoy.
+    let first = wait_for("the broker certificate served", || {
+        served_serial(admin_broker)
+    });
+    kubelet_volume(&broker_certs, 2, |d| {
+        ca.issue(d, BROKER_SAN);
+    });
+    wait_for("the rotated broker certificate served", || {
+        served_serial(admin_broker).filter(|s| *s != first)
+    });
+    let (ok, out) = run(5, "20");
+    assert!(ok && out.contains("ok 5 5"), "after rotation: {out}");
+
+    // The client sidecar checks the broker: a broker certificate without the brokers'
+    // identity is refused, and the path works again once it is right.
+    let plain = |port: u16| python(PROBE, &["plain", "127.0.0.5", &port.to_string()]).1;
+    let second = served_serial(admin_broker).expect("served");
+    kubelet_volume(&broker_certs, 3, |d| {
+        ca.issue(d, "spiffe://kpool.io/kafka/other/broker");
+    });
+    wait_for("the wrong broker certificate served", || {
+        served_serial(admin_broker).filter(|s| *s != second)
+    });
+    let refused = plain(mesh_port);
+    assert!(
+        refused.trim().starts_with("refused"),
+        "a broker with another identity: {refused}"
+    );
+    kubelet_volume(&broker_certs, 4, |d| {
+        ca.issue(d, BROKER_SAN);
+    });
+    wait_for("the broker identity restored", || {
+        (plain(mesh_port).trim() == "answered").then_some(())
+    });
+    assert!(
+        Path::new(&format!("/proc/{}", broker_envoy.pid())).exists(),
+        "no restart"
+    );
+    drop(kafka);
+}
