@@ -7,6 +7,7 @@
 //! - `pods`, `overrides`, `jmx`: pod → broker mapping, the operator override, BrokerState.
 //! - `pool`: the pool rules' view of Pod objects, and whether the controllers pods name are real.
 //! - `nodeview`: this node's pods and Node from Kubernetes watches, and their contact.
+//! - `racks/`: the rack planner (fewest moves to balance partitions over clusters x zones).
 //! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
 //! - `backoff`: exponential backoff and the wait a shutdown cuts short, for every loop.
@@ -25,6 +26,7 @@ pub mod overhead;
 pub mod overrides;
 pub mod pods;
 pub mod pool;
+pub mod racks;
 pub mod service;
 pub mod snapshot;
 pub mod start;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kpool_agent::kafka::{TlsSettings, parse_bootstrap};
+use kpool_agent::racks::cli::{RacksCommand, USAGE_ERROR_CODE, run_plan};
 use kpool_agent::start::{AgentConfig, Placement, api_limits, start};
 use kpool_policy::Policy;
 
@@ -24,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Poll Kafka, keep the evaluated health, and answer readiness questions over HTTP:
@@ -31,6 +34,11 @@ enum Command {
     /// /v1/overhead, /metrics, /healthz. In a cluster, also guard this node (one broker,
     /// no foreign pods, compliant node, no rack drift) and sample resource overhead.
     Run(RunArgs),
+    /// Replica placement over Kubernetes clusters x zones: plan the moves that balance it.
+    Racks {
+        #[command(subcommand)]
+        command: RacksCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,7 +107,10 @@ struct RunArgs {
 use kpool_cli::duration::parse_duration;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     if let Err(e) = cli.logging.init() {
         return kpool_cli::exit_with("kpool-agent", &e);
     }
@@ -108,7 +119,32 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
         },
+        Command::Racks {
+            command: RacksCommand::Plan(args),
+        } => match run_plan(&args, &mut std::io::stdout(), &mut std::io::stderr()) {
+            Ok(status) => ExitCode::from(status.code()),
+            Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
+        },
     }
+}
+
+/// Prints a command-line error (or --help) the way clap does; usage errors of `racks`
+/// exit 1, since 2 means "plan printed" there.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::CommandFactory as _;
+    let _ = e.print();
+    if !e.use_stderr() {
+        return ExitCode::SUCCESS;
+    }
+    let racks = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches()
+        .is_ok_and(|m| m.subcommand_name() == Some("racks"));
+    ExitCode::from(if racks {
+        USAGE_ERROR_CODE
+    } else {
+        u8::try_from(e.exit_code()).unwrap_or(2)
+    })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

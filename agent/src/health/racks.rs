@@ -1,12 +1,13 @@
 //! Rack distribution: for each partition, replicas per zone and per Kubernetes cluster
 //! against an even spread (no value holds more than ceil(RF / number of values): with RF 6
 //! over 3 zones x 2 clusters, 2 per zone and 3 per cluster). Racks are parsed with the
-//! policy's rack format.
+//! policy's rack format ([`RackPlacer`], shared with the rack planner).
 
 use kpool_policy::Policy;
 use serde::Serialize;
 
 use super::{BrokerFacts, Offenders};
+use crate::racks::RackPlacer;
 use crate::snapshot::Partition;
 
 /// Rack distribution over all partitions.
@@ -37,35 +38,21 @@ pub(super) struct Evaluator {
 
 impl Evaluator {
     pub(super) fn new(policy: &Policy, ids: &[i32], facts: &[BrokerFacts], limit: usize) -> Self {
-        let zones = policy.spec().zones.clone();
-        let mut clusters: Vec<String> = Vec::new();
+        let mut placer = RackPlacer::new(policy);
         let mut unknown = Vec::new();
         let place = ids
             .iter()
             .zip(facts)
             .map(|(id, f)| {
-                let parsed = f.rack.as_deref().and_then(|r| policy.parse_rack(r));
-                match parsed {
-                    Some((cluster, zone)) => {
-                        let c = match clusters.iter().position(|c| c == cluster) {
-                            Some(c) => c,
-                            None => {
-                                clusters.push(cluster.to_owned());
-                                clusters.len() - 1
-                            }
-                        };
-                        let z = zones.iter().position(|z| z == zone)?;
-                        Some((c, z))
-                    }
-                    None => {
-                        if f.registered {
-                            unknown.push(*id);
-                        }
-                        None
-                    }
+                let placed = f.rack.as_deref().and_then(|r| placer.place(r));
+                if placed.is_none() && f.registered {
+                    unknown.push(*id);
                 }
+                placed
             })
             .collect();
+        let zones = placer.zones().to_vec();
+        let clusters = placer.into_clusters();
         Self {
             place,
             zone_counts: vec![0; zones.len()],

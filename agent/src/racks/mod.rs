@@ -1,0 +1,82 @@
+//! Rack placement of partitions over two dimensions, Kubernetes cluster x zone.
+//!
+//! - [`RackPlacer`]: a broker's rack → its (cluster, zone) cell, with the policy's
+//!   `rackFormat`; shared with the health report so both read racks the same way.
+//! - [`plan`]: the pure planner, partitions + brokers → the fewest moves that make every
+//!   partition balanced over zones and clusters (`docs/DESIGN.md`, "Racks: the planner").
+//! - [`input`]: where a plan's inputs come from: a `--from` JSON file or a Kafka snapshot.
+//! - [`cli`]: `kpool-agent racks plan`, the reassignment JSON and the summary it prints.
+
+pub mod cli;
+pub mod input;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+use kpool_policy::Policy;
+
+/// Parses racks into (cluster, zone) indices: zones are the policy's, in its order;
+/// clusters are numbered in the order first seen (or fixed up front with
+/// [`RackPlacer::with_clusters`]).
+///
+/// One parser for the health report and the planner, so a rack the report counts in a zone
+/// is the rack the planner moves replicas into.
+#[derive(Debug, Clone)]
+pub struct RackPlacer<'p> {
+    policy: &'p Policy,
+    clusters: Vec<String>,
+    /// Clusters are fixed: a rack naming another cluster is not placed.
+    fixed: bool,
+}
+
+impl<'p> RackPlacer<'p> {
+    /// A placer that learns clusters from the racks it is given.
+    pub fn new(policy: &'p Policy) -> Self {
+        Self {
+            policy,
+            clusters: Vec::new(),
+            fixed: false,
+        }
+    }
+
+    /// A placer that knows only `clusters` (a rack of any other cluster is not placed): so
+    /// a Kubernetes cluster whose brokers are all down is still a cluster replicas belong in.
+    pub fn with_clusters(policy: &'p Policy, clusters: &[String]) -> Self {
+        Self {
+            policy,
+            clusters: clusters.to_vec(),
+            fixed: true,
+        }
+    }
+
+    /// The (cluster, zone) of `rack`, or `None` when it does not parse with the policy's
+    /// rack format (or names a cluster outside a fixed list).
+    pub fn place(&mut self, rack: &str) -> Option<(usize, usize)> {
+        let (cluster, zone) = self.policy.parse_rack(rack)?;
+        let z = self.policy.spec().zones.iter().position(|z| z == zone)?;
+        let c = match self.clusters.iter().position(|c| c == cluster) {
+            Some(c) => c,
+            None if self.fixed => return None,
+            None => {
+                self.clusters.push(cluster.to_owned());
+                self.clusters.len() - 1
+            }
+        };
+        Some((c, z))
+    }
+
+    /// The policy's zones, in order.
+    pub fn zones(&self) -> &[String] {
+        &self.policy.spec().zones
+    }
+
+    /// The clusters known so far, in index order.
+    pub fn clusters(&self) -> &[String] {
+        &self.clusters
+    }
+
+    /// The clusters known, in index order.
+    pub fn into_clusters(self) -> Vec<String> {
+        self.clusters
+    }
+}
