@@ -15,6 +15,7 @@ use common::{
     BROKER_SAN, CLIENT_SAN, Running, TestCa, envoy, kubelet_volume, policy_with, served_serial,
     wait_for,
 };
+use kpool_certs::mesh::MeshOptions;
 use kpool_mesh::Format;
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_mesh::client::{self, ClientOptions, Endpoint};
@@ -108,6 +109,13 @@ fn python(script: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("dir");
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy");
+    }
+}
+
 fn probe_tls(port: u16, certs: &Path) -> String {
     let file = |n: &str| certs.join(n).display().to_string();
     let (_, out) = python(
@@ -131,13 +139,18 @@ fn a_kafka_client_produces_and_consumes_through_both_sidecars() {
         return;
     };
     let tmp = tempfile::tempdir().expect("tmp");
-    let ca = TestCa::new("kpool mesh CA");
+    // The certificates `kpool-certs mesh --client orders` writes; the broker's mounted the
+    // kubelet's way, so it can be rotated like a Secret.
+    let issued = tmp.path().join("mesh-certs");
+    let mut opts = MeshOptions::new(&issued);
+    opts.clients = vec!["orders".to_owned()];
+    kpool_certs::mesh::mesh(&policy_with(&[]).spec().mesh, &opts).expect("kpool-certs mesh");
+    let ca = TestCa::from_dir(&issued.join("ca"));
     let broker_certs = tmp.path().join("broker-certs");
     kubelet_volume(&broker_certs, 1, |d| {
-        ca.issue(d, BROKER_SAN);
+        copy_dir(&issued.join("broker"), d);
     });
-    let client_certs = tmp.path().join("client-certs");
-    ca.issue(&client_certs, CLIENT_SAN);
+    let client_certs = issued.join("client-orders");
 
     // tansu is always broker 111: its mesh port is basePort + 111.
     let mesh_port = free_port();

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::{
     BROKER_SAN, Running, admin_get, envoy, free_port, kubelet_volume, policy_with, served_serial,

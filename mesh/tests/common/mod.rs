@@ -66,6 +66,15 @@ impl TestCa {
         Self { issuer, pem }
     }
 
+    /// The CA in `ca.crt` and `ca.key` (PEM) of `dir`, to sign more certificates with it.
+    pub fn from_dir(dir: &Path) -> Self {
+        let pem = std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt");
+        let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).expect("ca.key"))
+            .expect("CA key");
+        let issuer = Issuer::from_ca_cert_pem(&pem, key).expect("issuer");
+        Self { issuer, pem }
+    }
+
     /// The CA certificate, PEM.
     pub fn pem(&self) -> &str {
         &self.pem
