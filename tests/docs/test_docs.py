@@ -33,7 +33,7 @@ def test_design_is_in_the_repository():
     design = REPO / "docs" / "DESIGN.md"
     assert design.is_file()
     text = design.read_text()
-    for section in ("## Data flow", "## Decisions", "## Kafka health", "## Planned: the broker mesh",
+    for section in ("## Data flow", "## Decisions", "## Kafka health", "## The broker mesh",
                     "## Planned: two-dimensional racks and self-healing"):
         assert section in text, f"docs/DESIGN.md lacks {section!r}"
 
