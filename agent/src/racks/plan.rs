@@ -28,7 +28,9 @@
 //! planned.
 //!
 //! **Ties.** Among targets of least moves, one keeping a replica in the leader's cell wins
-//! (the leader then never moves and stays first), then the one whose added replicas land in
+//! (the leader then never moves and stays first; fewest moves comes first, so a leader is
+//! moved when only a target of more moves keeps its cell, e.g. 2 x 3 at RF 6 with cluster
+//! counts (0,0,2)/(1,2,1) and the leader the lone replica of the last cell), then the one whose added replicas land in
 //! the least-loaded cells. Replicas taken out of an over-full cell are its most loaded
 //! brokers', never the leader; destinations are the least-loaded live brokers of the cell
 //! (load = replicas per broker, updated as the plan goes, so a plan spreads).
@@ -111,6 +113,7 @@ pub struct PartitionMove {
 pub struct Infeasible {
     pub topic: String,
     pub partition: i32,
+    /// The replicas as they are (and stay).
     pub replicas: Vec<i32>,
     /// Why no valid placement exists, naming the zone, cluster or cell that lacks brokers.
     pub reason: String,
@@ -119,6 +122,7 @@ pub struct Infeasible {
 /// Counts over one plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// Partitions considered (selected, not mid-reassignment).
     pub partitions_checked: usize,
     /// Partitions breaking the rule or with replicas on dead, unknown or rackless brokers.
     pub offenders: usize,
@@ -126,6 +130,7 @@ pub struct Summary {
     pub moves: usize,
     /// Moves that replace replicas on dead or unknown brokers.
     pub offline_moves: usize,
+    /// Offenders no valid placement exists for (left as they are, see [`Plan::infeasible`]).
     pub infeasible: usize,
     /// Offending partitions the move budget left out, and their moves.
     pub left_out: usize,

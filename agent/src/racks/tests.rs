@@ -429,3 +429,23 @@ fn target_enumeration_stays_within_the_documented_bound() {
     }
     assert_eq!((worst.0, most_steps), (612, 3_999), "{worst:?}");
 }
+
+/// Fewest moves comes first: when only a target of more moves keeps the leader's cell, the
+/// leader moves, and the first replica that stays leads the new list.
+#[test]
+fn fewest_moves_wins_over_keeping_the_leader() {
+    let policy = policy(3);
+    let layout = Layout::new(&policy, &grid(2), None);
+    // c0: (0,0,2), c1: (1,2,1); the leader 120 is c1/zc's only replica. One move takes it
+    // to c0/za; keeping it takes two (to all-ones: c0/zc -> c0/za, c1/zb -> c0/zb).
+    let p = part("t", 0, &[120, 20, 21, 100, 110, 111]);
+    let plan = plan(&layout, &[p], &PlanOptions::default());
+    let m = &plan.moves[0];
+    assert_eq!(m.moves, 1, "{m:?}");
+    assert!(
+        !m.to.contains(&120) && (m.to.contains(&0) || m.to.contains(&1)),
+        "{m:?}"
+    );
+    assert_eq!(m.to[0], 20, "{m:?}");
+    assert!(layout.complies(&m.to));
+}
