@@ -17,11 +17,8 @@ mod common;
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 
-use common::{BROKER_SAN, CLIENT_SAN, Running, TestCa, policy_with};
-use kpool_mesh::Format;
-use kpool_mesh::broker::{self, BrokerOptions};
-use kpool_mesh::client::{self, ClientOptions, Endpoint};
-use kpool_testkit::tansu::{NODE_ID, Tansu, ensure_confluent_kafka, find, free_port};
+use common::{BROKER_SAN, CLIENT_SAN, LoopbackMesh, TestCa};
+use kpool_testkit::tansu::{Tansu, ensure_confluent_kafka, find, free_port};
 
 const ROUNDS: usize = 3;
 
@@ -158,17 +155,6 @@ fn median(rounds: &[Figures], key: &str) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn write(
-    bundle: Result<kpool_mesh::Bundle, kpool_mesh::MeshError>,
-    dir: &std::path::Path,
-) -> Result<(), String> {
-    bundle
-        .map_err(|e| e.to_string())?
-        .write_to(dir, Format::Yaml)
-        .map(drop)
-        .map_err(|e| format!("{e:#}"))
-}
-
 fn run() -> Result<(), String> {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let (samples, bulk) = if quick { (200, 5_000) } else { (1_000, 20_000) };
@@ -184,58 +170,17 @@ fn run() -> Result<(), String> {
             .map_err(|e| e.to_string())
     };
 
-    // Behind the mesh: tansu (always broker 111) advertises 127.0.0.5:basePort+111.
-    let mesh_port = free_port();
-    let base = mesh_port - u16::try_from(NODE_ID).map_err(|e| e.to_string())?;
-    let (broker_port, mtls) = (free_port(), free_port());
-    let (admin_broker, admin_client) = (free_port(), free_port());
-    let policy = |admin: u16| {
-        policy_with(&[
-            ("basePort: 9091", &format!("basePort: {base}")),
-            ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
-            ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
-            ("containerPort: 9443", &format!("containerPort: {mtls}")),
-            ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
-            ("adminPort: 9901", &format!("adminPort: {admin}")),
-        ])
-    };
     let ca = TestCa::new("kpool mesh bench CA");
     ca.issue(&dir.join("broker-certs"), BROKER_SAN);
     ca.issue(&dir.join("client-certs"), CLIENT_SAN);
-    let mesh_bootstrap = format!("127.0.0.5:{mesh_port}");
-    let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], broker_port));
-    let _meshed = Tansu::start(&tansu, listen, &mesh_bootstrap, &mkdir("meshed")?);
-    let broker_dir = dir.join("broker");
-    write(
-        broker::render(
-            &policy(admin_broker),
-            &BrokerOptions {
-                config_dir: broker_dir.clone(),
-                certs_dir: Some(dir.join("broker-certs")),
-            },
-        ),
-        &broker_dir,
-    )?;
-    let _broker_envoy = Running::start(&envoy, &broker_dir.join("envoy.yaml"), admin_broker, 1);
-    let client_dir = dir.join("client");
-    let mut options = ClientOptions {
-        brokers: vec![NODE_ID],
-        config_dir: client_dir.clone(),
-        certs_dir: Some(dir.join("client-certs")),
-        ..ClientOptions::default()
-    };
-    options.endpoints.insert(
-        NODE_ID,
-        Endpoint {
-            host: "127.0.0.1".to_owned(),
-            port: mtls,
-        },
+    let mesh = LoopbackMesh::start(
+        &envoy,
+        &tansu,
+        &mkdir("meshed")?,
+        &dir.join("broker-certs"),
+        &dir.join("client-certs"),
     );
-    write(
-        client::render(&[policy(admin_client)], &options),
-        &client_dir,
-    )?;
-    let _client_envoy = Running::start(&envoy, &client_dir.join("envoy.yaml"), admin_client, 1);
+    let mesh_bootstrap = mesh.bootstrap.clone();
 
     // Direct: a second tansu that advertises itself.
     let direct_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -268,7 +213,7 @@ fn run() -> Result<(), String> {
         );
     }
     println!(
-        "mesh overhead: produce p50 +{:.3} ms, produce→consume p50 +{:.3} ms, produce throughput {:.2}x, consume throughput {:.2}x",
+        "mesh overhead: produce p50 {:+.3} ms, produce→consume p50 {:+.3} ms, produce throughput {:.2}x, consume throughput {:.2}x",
         median(&meshed, "produce_p50") - median(&direct, "produce_p50"),
         median(&meshed, "e2e_p50") - median(&direct, "e2e_p50"),
         median(&meshed, "produce_mibs") / median(&direct, "produce_mibs"),

@@ -7,19 +7,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
 use common::{
-    BROKER_SAN, CLIENT_SAN, Running, TestCa, envoy, kubelet_volume, policy_with, served_serial,
-    wait_for,
+    BROKER_SAN, CLIENT_SAN, LoopbackMesh, TestCa, envoy, kubelet_volume, policy_with,
+    served_serial, wait_for,
 };
 use kpool_certs::mesh::MeshOptions;
-use kpool_mesh::Format;
-use kpool_mesh::broker::{self, BrokerOptions};
-use kpool_mesh::client::{self, ClientOptions, Endpoint};
-use kpool_testkit::tansu::{self, NODE_ID, Tansu, free_port};
+use kpool_testkit::tansu::{self, NODE_ID};
 
 /// Creates a topic, produces `n` messages and consumes them back, all through `bootstrap`;
 /// prints `produced consumed` and the brokers Metadata names, or exits 1 saying what failed.
@@ -152,68 +148,18 @@ fn a_kafka_client_produces_and_consumes_through_both_sidecars() {
     });
     let client_certs = issued.join("client-orders");
 
-    // tansu is always broker 111: its mesh port is basePort + 111.
-    let mesh_port = free_port();
-    let base = mesh_port - u16::try_from(NODE_ID).expect("id");
-    let (broker_port, mtls, admin_broker, admin_client) =
-        (free_port(), free_port(), free_port(), free_port());
-    let policy = |admin: u16| {
-        policy_with(&[
-            ("basePort: 9091", &format!("basePort: {base}")),
-            ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
-            ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
-            ("containerPort: 9443", &format!("containerPort: {mtls}")),
-            ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
-            ("adminPort: 9901", &format!("adminPort: {admin}")),
-        ])
-    };
-
-    let listen: SocketAddr = format!("127.0.0.1:{broker_port}").parse().expect("addr");
-    let advertised = format!("127.0.0.5:{mesh_port}");
-    let kafka = Tansu::start(&tansu_bin, listen, &advertised, tmp.path());
-
-    let broker_dir = tmp.path().join("broker");
-    broker::render(
-        &policy(admin_broker),
-        &BrokerOptions {
-            config_dir: broker_dir.clone(),
-            certs_dir: Some(broker_certs.clone()),
-        },
-    )
-    .expect("broker config")
-    .write_to(&broker_dir, Format::Yaml)
-    .expect("write");
-    let broker_envoy = Running::start(&envoy, &broker_dir.join("envoy.yaml"), admin_broker, 1);
-
-    let client_dir = tmp.path().join("client");
-    let mut options = ClientOptions {
-        brokers: vec![NODE_ID],
-        config_dir: client_dir.clone(),
-        certs_dir: Some(client_certs.clone()),
-        ..ClientOptions::default()
-    };
-    options.endpoints.insert(
-        NODE_ID,
-        Endpoint {
-            host: "127.0.0.1".to_owned(),
-            port: mtls,
-        },
+    let mesh = LoopbackMesh::start(&envoy, &tansu_bin, tmp.path(), &broker_certs, &client_certs);
+    let (advertised, mtls, admin_broker, mesh_port) = (
+        mesh.bootstrap.clone(),
+        mesh.mtls_port,
+        mesh.broker_admin,
+        mesh.mesh_port,
     );
-    client::render(&[policy(admin_client)], &options)
-        .expect("client config")
-        .write_to(&client_dir, Format::Yaml)
-        .expect("write");
-    let _client_envoy = Running::start(&envoy, &client_dir.join("envoy.yaml"), admin_client, 1);
 
     let run =
         |n: u32, timeout: &str| python(PRODUCE_CONSUME, &[&advertised, &n.to_string(), timeout]);
     let (ok, out) = run(20, "20");
-    assert!(
-        ok,
-        "through the mesh:\n{out}\ntansu:\n{}\nbroker envoy:\n{}",
-        kafka.log(),
-        broker_envoy.log()
-    );
+    assert!(ok, "through the mesh:\n{out}\n{}", mesh.logs());
     assert!(
         out.contains(&format!("brokers {NODE_ID}={advertised}")),
         "Metadata sends the client to its sidecar: {out}"
@@ -271,8 +217,7 @@ fn a_kafka_client_produces_and_consumes_through_both_sidecars() {
         (plain(mesh_port).trim() == "answered").then_some(())
     });
     assert!(
-        Path::new(&format!("/proc/{}", broker_envoy.pid())).exists(),
+        Path::new(&format!("/proc/{}", mesh.broker_envoy.pid())).exists(),
         "no restart"
     );
-    drop(kafka);
 }

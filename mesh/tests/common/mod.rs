@@ -261,3 +261,113 @@ pub fn wait_for<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// tansu behind the whole mesh on loopback: tansu (always broker 111) listens on
+/// 127.0.0.1 and advertises the mesh address and its port, the broker sidecar (a real Envoy
+/// from `kpool-mesh broker-config`) forwards mTLS to it, and the client sidecar (a real
+/// Envoy from `kpool-mesh client-config`, broker 111 pinned at the broker sidecar) listens on
+/// 127.0.0.5. Every process is stopped when this is dropped.
+pub struct LoopbackMesh {
+    /// Where a Kafka client bootstraps: `127.0.0.5:<basePort + 111>`.
+    pub bootstrap: String,
+    pub mesh_port: u16,
+    /// The broker sidecar's mTLS port on 127.0.0.1.
+    pub mtls_port: u16,
+    pub broker_admin: u16,
+    pub client_admin: u16,
+    pub kafka: kpool_testkit::tansu::Tansu,
+    pub broker_envoy: Running,
+    pub client_envoy: Running,
+}
+
+impl LoopbackMesh {
+    /// Starts it all in `dir`, the sidecars reading their certificates from `broker_certs`
+    /// and `client_certs`.
+    pub fn start(
+        envoy: &Path,
+        tansu: &Path,
+        dir: &Path,
+        broker_certs: &Path,
+        client_certs: &Path,
+    ) -> Self {
+        use kpool_mesh::broker::{self, BrokerOptions};
+        use kpool_mesh::client::{self, ClientOptions, Endpoint};
+        use kpool_testkit::tansu::{NODE_ID, Tansu};
+
+        let mesh_port = free_port();
+        let base = mesh_port - u16::try_from(NODE_ID).expect("id");
+        let (broker_port, mtls_port) = (free_port(), free_port());
+        let (broker_admin, client_admin) = (free_port(), free_port());
+        let policy = |admin: u16| {
+            policy_with(&[
+                ("basePort: 9091", &format!("basePort: {base}")),
+                ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
+                ("mtlsPort: 9443", &format!("mtlsPort: {mtls_port}")),
+                (
+                    "containerPort: 9443",
+                    &format!("containerPort: {mtls_port}"),
+                ),
+                ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
+                ("adminPort: 9901", &format!("adminPort: {admin}")),
+            ])
+        };
+        let bootstrap = format!("127.0.0.5:{mesh_port}");
+        let kafka_dir = dir.join("kafka");
+        std::fs::create_dir_all(&kafka_dir).expect("kafka dir");
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], broker_port));
+        let kafka = Tansu::start(tansu, listen, &bootstrap, &kafka_dir);
+
+        let broker_dir = dir.join("broker");
+        broker::render(
+            &policy(broker_admin),
+            &BrokerOptions {
+                config_dir: broker_dir.clone(),
+                certs_dir: Some(broker_certs.to_path_buf()),
+            },
+        )
+        .expect("broker config")
+        .write_to(&broker_dir, kpool_mesh::Format::Yaml)
+        .expect("write");
+        let broker_envoy = Running::start(envoy, &broker_dir.join("envoy.yaml"), broker_admin, 1);
+
+        let client_dir = dir.join("client");
+        let mut options = ClientOptions {
+            brokers: vec![NODE_ID],
+            config_dir: client_dir.clone(),
+            certs_dir: Some(client_certs.to_path_buf()),
+            ..ClientOptions::default()
+        };
+        options.endpoints.insert(
+            NODE_ID,
+            Endpoint {
+                host: "127.0.0.1".to_owned(),
+                port: mtls_port,
+            },
+        );
+        client::render(&[policy(client_admin)], &options)
+            .expect("client config")
+            .write_to(&client_dir, kpool_mesh::Format::Yaml)
+            .expect("write");
+        let client_envoy = Running::start(envoy, &client_dir.join("envoy.yaml"), client_admin, 1);
+        Self {
+            bootstrap,
+            mesh_port,
+            mtls_port,
+            broker_admin,
+            client_admin,
+            kafka,
+            broker_envoy,
+            client_envoy,
+        }
+    }
+
+    /// What the processes logged, for a failure message.
+    pub fn logs(&self) -> String {
+        format!(
+            "tansu:\n{}\nbroker envoy:\n{}\nclient envoy:\n{}",
+            self.kafka.log(),
+            self.broker_envoy.log(),
+            self.client_envoy.log()
+        )
+    }
+}
