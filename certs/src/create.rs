@@ -109,19 +109,24 @@ impl CreateOptions {
 
     fn validate(&self) -> Result<(), CertError> {
         self.serving_request().validate()?;
-        if self.ca_days == 0 {
-            return Err(CertError::Invalid(
-                "CA validity must be at least 1 day".to_owned(),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.renew_fraction) {
-            return Err(CertError::Invalid(format!(
-                "renew fraction: expected a number in [0, 1), found {}",
-                self.renew_fraction
-            )));
-        }
-        Ok(())
+        check_lifetimes(self.ca_days, self.renew_fraction)
     }
+}
+
+/// The checks every command that keeps a CA makes: a CA validity of at least a day and a
+/// renew fraction in [0, 1).
+pub(crate) fn check_lifetimes(ca_days: u32, renew_fraction: f64) -> Result<(), CertError> {
+    if ca_days == 0 {
+        return Err(CertError::Invalid(
+            "--ca-days: CA validity must be at least 1 day".to_owned(),
+        ));
+    }
+    if !(0.0..1.0).contains(&renew_fraction) {
+        return Err(CertError::Invalid(format!(
+            "renew fraction: expected a number in [0, 1), found {renew_fraction}"
+        )));
+    }
+    Ok(())
 }
 
 /// What happened to one piece of material.

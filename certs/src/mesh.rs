@@ -49,7 +49,8 @@ use time::OffsetDateTime;
 
 use crate::CertError;
 use crate::create::{
-    self, Action, CaFiles, CaPolicy, LeafCheck, ensure_ca, existing_leaf, leaf_action, settle_leaf,
+    self, Action, CaFiles, CaPolicy, LeafCheck, check_lifetimes, ensure_ca, existing_leaf,
+    leaf_action, settle_leaf,
 };
 use crate::generate::{Ca, LeafRequest, San, Usage, is_dns_label};
 use crate::inspect::CertInfo;
@@ -112,18 +113,7 @@ impl MeshOptions {
                 "--days: validity must be at least 1 day".to_owned(),
             ));
         }
-        if self.ca_days == 0 {
-            return Err(CertError::Invalid(
-                "--ca-days: CA validity must be at least 1 day".to_owned(),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.renew_fraction) {
-            return Err(CertError::Invalid(format!(
-                "renew fraction: expected a number in [0, 1), found {}",
-                self.renew_fraction
-            )));
-        }
-        Ok(())
+        check_lifetimes(self.ca_days, self.renew_fraction)
     }
 }
 

@@ -1,30 +1,11 @@
 //! The `kpool-certs` binary: create (flags and env vars), idempotence, inspect.
 
+mod bin;
+
+use bin::{bin, run};
+
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kpool-certs"));
-    // Keep the caller's KPOOL_CERTS_* out of the tests.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KPOOL_CERTS_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn run(c: &mut Command) -> Output {
-    let out = c.output().expect("run kpool-certs");
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -2,9 +2,12 @@
 //! Secrets mount them, from the example policy; real certificates, checked with x509-parser
 //! and rustls' webpki verifier.
 
+mod bin;
+
+use bin::{bin, run};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use kpool_certs::create::Action;
 use kpool_certs::inspect::{read_certificates, verify_chain, verify_client_chain};
@@ -478,28 +481,6 @@ fn a_client_the_brokers_do_not_allow_is_issued_with_a_warning() {
 }
 
 // The binary.
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kpool-certs"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KPOOL_CERTS_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn run(c: &mut Command) -> Output {
-    let out = c.output().expect("run kpool-certs");
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 #[test]
 fn the_command_line_reports_each_file_and_takes_env_vars() {
