@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server behind a kube-rs `tower-test` mock service, faithful to
 //! what the agent's code paths see: pod and node lists (field-selected), watches that stay
 //! open until there is something to say (then answer with watch event lines and end, as
-//! an API server may), Evictions and pod deletions with scripted status codes, Events;
+//! an API server may), Evictions and pod deletions with scripted status codes, Events,
+//! Leases with optimistic concurrency;
 //! every request recorded. It can go "down": open watches break and every request is refused.
 
 use std::pin::pin;
@@ -36,6 +37,10 @@ struct State {
     /// codes are used up, instead of 201.
     pdb_forever: bool,
     delete_codes: Vec<u16>,
+    /// coordination.k8s.io Leases by path (`.../namespaces/NS/leases/NAME`), with the
+    /// API server's optimistic concurrency: a create of an existing one and a replace with
+    /// a stale `metadata.resourceVersion` answer 409.
+    leases: std::collections::BTreeMap<String, Value>,
     log: Vec<Recorded>,
 }
 
@@ -101,6 +106,51 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
         "message": message, "reason": reason, "code": code})
 }
 
+fn lease_path(namespace: &str, name: &str) -> String {
+    format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+}
+
+/// GET, POST (create) and PUT (replace) of Leases, as the API server answers them.
+fn lease_request(s: &mut State, method: &str, path: &str, mut body: Value) -> Response<Body> {
+    let conflict = |reason: &str, message: &str| respond(409, &status(409, reason, message));
+    match method {
+        "GET" => match s.leases.get(path) {
+            Some(lease) => respond(200, lease),
+            None => respond(404, &status(404, "NotFound", &format!("no {path}"))),
+        },
+        "POST" => {
+            let full = format!("{path}/{}", name_of(&body));
+            if s.leases.contains_key(&full) {
+                return conflict("AlreadyExists", "leases.coordination.k8s.io already exists");
+            }
+            s.resource_version += 1;
+            body["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+            s.leases.insert(full, body.clone());
+            respond(201, &body)
+        }
+        "PUT" => {
+            let stored = s
+                .leases
+                .get(path)
+                .map(|l| l["metadata"]["resourceVersion"].clone());
+            match stored {
+                None => respond(404, &status(404, "NotFound", &format!("no {path}"))),
+                Some(rv) if rv != body["metadata"]["resourceVersion"] => conflict(
+                    "Conflict",
+                    "Operation cannot be fulfilled on leases.coordination.k8s.io: the object has been modified; please apply your changes to the latest version and try again",
+                ),
+                Some(_) => {
+                    s.resource_version += 1;
+                    body["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+                    s.leases.insert(path.to_owned(), body.clone());
+                    respond(200, &body)
+                }
+            }
+        }
+        _ => respond(405, &status(405, "MethodNotAllowed", method)),
+    }
+}
+
 fn name_of(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().unwrap_or_default()
 }
@@ -123,6 +173,22 @@ impl FakeApi {
     /// Pod deletions are answered with `codes` in turn, then 200.
     pub fn script_deletions(&self, codes: &[u16]) {
         self.lock().delete_codes = codes.to_vec();
+    }
+
+    /// The Lease at `namespace/name`, as stored.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .leases
+            .get(&lease_path(namespace, name))
+            .cloned()
+    }
+
+    /// Stores a Lease as another holder would have written it (a new resourceVersion).
+    pub fn put_lease(&self, namespace: &str, name: &str, mut lease: Value) {
+        let mut s = self.lock();
+        s.resource_version += 1;
+        lease["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+        s.leases.insert(lease_path(namespace, name), lease);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -243,6 +309,9 @@ impl FakeApi {
                     _ => None,
                 };
                 let response = match (method.as_str(), resource) {
+                    (m, None) if path.starts_with("/apis/coordination.k8s.io/v1/") => {
+                        lease_request(&mut s, m, &path, body)
+                    }
                     ("GET", Some(what)) if query.contains("watch=true") => {
                         // Open until there is something to say.
                         s.parked.push((what, send));
