@@ -15,6 +15,7 @@ pub mod broker;
 pub mod bundle;
 pub mod client;
 pub mod envoy;
+pub mod serve;
 pub mod xds;
 
 pub use broker::{BrokerBundle, BrokerOptions, render as render_broker};

@@ -1,14 +1,21 @@
 //! `kpool-mesh`: the command line over the kpool-mesh library. Every flag can also be set by
 //! an environment variable `KPOOL_MESH_*`. Results go to stdout, errors to stderr.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kpool_agent::kafka::{KafkaClient, KafkaConfig, parse_bootstrap};
 use kpool_mesh::apply;
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_mesh::client::{self, ClientOptions};
+use kpool_mesh::serve::{self, MembershipOptions, MeshMetrics, ServeConfig};
+use kpool_mesh::xds::bootstrap::{self, XdsBootstrapOptions};
 use kpool_policy::Policy;
 
 #[derive(Parser, Debug)]
@@ -35,6 +42,71 @@ enum Command {
     /// sends it to the same address with each broker's port, so every connection goes
     /// through this sidecar.
     ClientConfig(ClientConfigArgs),
+    /// Serve the client sidecars' configuration over xDS (ADS, state of the world): one
+    /// listener, one mTLS cluster and its endpoints per broker of the Kafka cluster,
+    /// following Kafka Metadata (brokers added, removed) and the brokers' addresses (pins,
+    /// DNS), pushed to every sidecar without a restart.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The pool policies of the Kubernetes clusters the brokers run in (repeat).
+    #[arg(
+        long,
+        env = "KPOOL_MESH_POLICY",
+        value_delimiter = ',',
+        required = true
+    )]
+    policy: Vec<PathBuf>,
+    /// Where ADS (gRPC) listens.
+    #[arg(long, env = "KPOOL_MESH_LISTEN", default_value = "0.0.0.0:18000")]
+    listen: SocketAddr,
+    /// Where /readyz, /healthz and /metrics listen; none without it.
+    #[arg(long, env = "KPOOL_MESH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// The Kafka cluster to follow (host:port,...): its Metadata's brokers are the
+    /// membership. Without it, the pinned brokers are.
+    #[arg(long, env = "KPOOL_MESH_KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+    /// Take endpoints from pins and DNS only, never from the Kubernetes API.
+    #[arg(long, env = "KPOOL_MESH_STANDALONE")]
+    standalone: bool,
+    /// Reach broker ID's sidecar at HOST:PORT instead of its INTERNAL host at
+    /// mesh.mtlsPort. Repeat for several brokers.
+    #[arg(long = "endpoint", env = "KPOOL_MESH_ENDPOINTS", value_delimiter = ',', value_name = "ID=HOST:PORT", value_parser = parse_endpoint)]
+    endpoints: Vec<(i32, client::Endpoint)>,
+    /// A file of ID=HOST:PORT lines pinning endpoints like --endpoint (its entries win),
+    /// re-read when it changes: a change is a membership change.
+    #[arg(long, env = "KPOOL_MESH_ENDPOINTS_FILE")]
+    endpoints_file: Option<PathBuf>,
+    /// The brokers' StatefulSet: broker idBase+N is pod <statefulset>-N.
+    #[arg(long, env = "KPOOL_MESH_STATEFULSET", default_value = client::DEFAULT_STATEFULSET)]
+    statefulset: String,
+    /// The brokers' namespace; default: the policy's brokers.namespaces when it lists one.
+    #[arg(long, env = "KPOOL_MESH_BROKER_NAMESPACE")]
+    namespace: Option<String>,
+    /// The advertised listener (in listener.template) whose host reaches a broker pod.
+    #[arg(long, env = "KPOOL_MESH_LISTENER", default_value = client::DEFAULT_LISTENER)]
+    listener: String,
+    /// Where the client sidecars read their SDS files (what `client-config --xds` was
+    /// given as --config-dir).
+    #[arg(long, env = "KPOOL_MESH_CONFIG_DIR", default_value = client::DEFAULT_CONFIG_DIR)]
+    config_dir: PathBuf,
+    /// Between two Kafka Metadata polls (and DNS resolutions).
+    #[arg(long, env = "KPOOL_MESH_POLL_INTERVAL", default_value = "5s", value_parser = kpool_cli::duration::parse_duration)]
+    poll_interval: Duration,
+    /// The bound on each Kafka network step (connect, each request).
+    #[arg(long, env = "KPOOL_MESH_KAFKA_TIMEOUT", default_value = "5s", value_parser = kpool_cli::duration::parse_duration)]
+    kafka_timeout: Duration,
+    /// Serve ADS over TLS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, env = "KPOOL_MESH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "KPOOL_MESH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    logging: kpool_cli::LogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -49,12 +121,21 @@ struct ClientConfigArgs {
         required = true
     )]
     policy: Vec<PathBuf>,
-    /// The broker ids to reach: 0,1,2 or ranges, 0-2,100-102.
-    #[arg(long, env = "KPOOL_MESH_BROKERS", value_parser = parse_brokers)]
-    brokers: BrokerIds,
+    /// The broker ids to reach: 0,1,2 or ranges, 0-2,100-102 (not with --xds).
+    #[arg(long, env = "KPOOL_MESH_BROKERS", value_parser = parse_brokers, required_unless_present = "xds", conflicts_with = "xds")]
+    brokers: Option<BrokerIds>,
+    /// Take listeners and clusters from `kpool-mesh serve` at HOST:PORT (ADS) instead of
+    /// listing brokers: the bootstrap holds only the way to the control plane.
+    #[arg(long, env = "KPOOL_MESH_XDS", value_name = "HOST:PORT", value_parser = parse_xds)]
+    xds: Option<client::Endpoint>,
+    /// With --xds: the CA of the control plane's certificate, as a path in the sidecar
+    /// (TLS to the control plane, its host name or IP required in the certificate);
+    /// plaintext gRPC without it.
+    #[arg(long, env = "KPOOL_MESH_XDS_CA", requires = "xds")]
+    xds_ca: Option<String>,
     /// Reach broker ID's sidecar at HOST:PORT instead of its INTERNAL host at mesh.mtlsPort
     /// (tests; networks without cross-cluster DNS). Repeat for several brokers.
-    #[arg(long = "endpoint", env = "KPOOL_MESH_ENDPOINTS", value_delimiter = ',', value_name = "ID=HOST:PORT", value_parser = parse_endpoint)]
+    #[arg(long = "endpoint", env = "KPOOL_MESH_ENDPOINTS", value_delimiter = ',', value_name = "ID=HOST:PORT", value_parser = parse_endpoint, conflicts_with = "xds")]
     endpoints: Vec<(i32, client::Endpoint)>,
     /// The brokers' StatefulSet: broker idBase+N is pod <statefulset>-N.
     #[arg(long, env = "KPOOL_MESH_STATEFULSET", default_value = client::DEFAULT_STATEFULSET)]
@@ -86,6 +167,10 @@ struct BrokerIds(Vec<i32>);
 
 fn parse_brokers(s: &str) -> Result<BrokerIds, String> {
     client::parse_broker_ids(s).map(BrokerIds)
+}
+
+fn parse_xds(s: &str) -> Result<client::Endpoint, String> {
+    s.parse()
 }
 
 fn parse_endpoint(s: &str) -> Result<(i32, client::Endpoint), String> {
@@ -146,6 +231,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BrokerConfig(a) => run_broker_config(a),
         Command::ClientConfig(a) => run_client_config(a),
+        Command::Serve(a) => run_serve(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,14 +289,19 @@ fn run_client_config(a: ClientConfigArgs) -> Result<()> {
         .iter()
         .map(|p| Policy::from_file(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut endpoints = std::collections::BTreeMap::new();
-    for (id, e) in a.endpoints {
-        if endpoints.insert(id, e).is_some() {
-            anyhow::bail!("--endpoint: broker {id} is given twice");
-        }
+    if let Some(xds) = a.xds {
+        let options = XdsBootstrapOptions {
+            xds,
+            xds_ca: a.xds_ca,
+            config_dir: a.config_dir,
+            certs_dir: a.certs_dir,
+        };
+        let bundle = bootstrap::render(&policies, &options)?;
+        return emit(&bundle, a.out, a.format.into());
     }
+    let endpoints = pins(a.endpoints)?;
     let options = ClientOptions {
-        brokers: a.brokers.0,
+        brokers: a.brokers.map(|b| b.0).unwrap_or_default(),
         endpoints,
         statefulset: a.statefulset,
         namespace: a.namespace,
@@ -220,6 +311,99 @@ fn run_client_config(a: ClientConfigArgs) -> Result<()> {
     };
     let bundle = client::render(&policies, &options)?;
     emit(&bundle, a.out, a.format.into())
+}
+
+fn pins(flags: Vec<(i32, client::Endpoint)>) -> Result<BTreeMap<i32, client::Endpoint>> {
+    let mut endpoints = BTreeMap::new();
+    for (id, e) in flags {
+        if endpoints.insert(id, e).is_some() {
+            anyhow::bail!("--endpoint: broker {id} is given twice");
+        }
+    }
+    Ok(endpoints)
+}
+
+fn run_serve(a: ServeArgs) -> Result<()> {
+    a.logging.init()?;
+    kpool_cli::install_crypto_provider();
+    let policies = a
+        .policy
+        .iter()
+        .map(|p| Policy::from_file(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pins = pins(a.endpoints)?;
+    let kafka = match &a.kafka_bootstrap {
+        Some(b) => Some(KafkaClient::new(KafkaConfig {
+            bootstrap: parse_bootstrap(b).context("--kafka-bootstrap")?,
+            timeout: a.kafka_timeout,
+            client_id: "kpool-mesh".to_owned(),
+            ..KafkaConfig::default()
+        })?),
+        None if pins.is_empty() && a.endpoints_file.is_none() => anyhow::bail!(
+            "expected --kafka-bootstrap (brokers from Kafka Metadata) or pinned brokers (--endpoint, --endpoints-file)"
+        ),
+        None => None,
+    };
+    if !a.standalone {
+        tracing::info!(
+            "pod endpoints from the Kubernetes API are not built yet: endpoints come from pins and DNS, as with --standalone"
+        );
+    }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf, flag: &str| {
+                std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+            };
+            Some(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(
+                    read(cert, "--tls-cert")?,
+                    read(key, "--tls-key")?,
+                ),
+            ))
+        }
+        _ => None,
+    };
+    let config = ServeConfig {
+        membership: MembershipOptions {
+            policies,
+            routes: ClientOptions {
+                statefulset: a.statefulset,
+                namespace: a.namespace,
+                listener: a.listener,
+                ..ClientOptions::default()
+            },
+            config_dir: serve::config_dir(&a.config_dir)?,
+            pins,
+            endpoints_file: a.endpoints_file,
+            poll_interval: a.poll_interval,
+            backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+        },
+        kafka,
+        tls,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        let xds = serve::bind("--listen", a.listen).await?;
+        let http = match a.metrics_listen {
+            Some(addr) => Some(serve::bind("--metrics-listen", addr).await?),
+            None => None,
+        };
+        let metrics = Arc::new(MeshMetrics::default());
+        let audit: serve::AuditSink = Arc::new(Mutex::new(std::io::stdout()));
+        serve::run(
+            config,
+            xds,
+            http,
+            metrics,
+            audit,
+            kpool_cli::shutdown_signal(),
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 /// Writes the bundle into `out`, listing the files, or prints the bootstrap.

@@ -6,6 +6,7 @@
 //! [`resources`] builds one broker's protos, [`snapshot`] a consistent versioned set,
 //! [`stream`] the per-stream protocol as a pure state machine, [`server`] the tonic shell.
 
+pub mod bootstrap;
 pub mod resources;
 pub mod server;
 pub mod snapshot;

@@ -1,0 +1,186 @@
+//! `kpool-mesh serve`: the control plane process. A membership loop
+//! ([`membership::Membership`]) publishes snapshots; the ADS server
+//! ([`crate::xds::server`]) serves the latest to every client sidecar; a small HTTP
+//! listener answers `/readyz` (ready once the first complete snapshot is published),
+//! `/healthz` and `/metrics`.
+//!
+//! Any number of replicas can run side by side: each follows Kafka itself and serves the
+//! full snapshot, and since versions are content hashes, a sidecar that moves to another
+//! replica is sent only what differs. No leader is needed.
+
+pub mod membership;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kpool_agent::kafka::KafkaClient;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use membership::{AuditSink, Membership, MembershipOptions};
+pub use metrics::MeshMetrics;
+
+use crate::xds::{AdsService, Snapshot};
+
+/// How long open HTTP requests may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a running control plane is made of (the binary builds it from flags; tests
+/// directly).
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub membership: MembershipOptions,
+    /// The Kafka client of the membership (none: pinned brokers only).
+    pub kafka: Option<KafkaClient>,
+    /// TLS of the ADS listener (none: plaintext gRPC).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// Why the control plane stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the ADS server on {addr} failed: {source}")]
+    Grpc {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Runs the control plane on `xds` (ADS) and `http` (readiness, metrics) until `shutdown`
+/// resolves, writing audit lines to `audit`.
+pub async fn run(
+    config: ServeConfig,
+    xds: TcpListener,
+    http: Option<TcpListener>,
+    metrics: Arc<MeshMetrics>,
+    audit: AuditSink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let xds_addr = xds
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let (publish, snapshots) = watch::channel::<Option<Arc<Snapshot>>>(None);
+    let (stop, stopped) = watch::channel(false);
+    let membership = Membership::new(
+        config.membership,
+        config.kafka,
+        publish,
+        metrics.clone(),
+        audit,
+    );
+    let membership = tokio::spawn(membership.run(stopped));
+    let registry = Arc::new(metrics.registry());
+    let http = http.map(|listener| {
+        kpool_serve::spawn(
+            "metrics",
+            listener,
+            None,
+            router(metrics.clone(), registry),
+            kpool_serve::Limits::default(),
+            &metrics.listeners,
+        )
+    });
+    let service = AdsService::new(snapshots, metrics.xds.clone());
+    let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(crate::xds::server::serve(xds, service, config.tls, async {
+        let _ = grpc_stopped.await;
+    }));
+    tracing::info!(xds = xds_addr, http = ?http.as_ref().map(kpool_serve::Serving::addr), "kpool-mesh serve started");
+
+    let mut grpc = grpc;
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        r = &mut grpc => Err(r),
+    };
+    // Stopping the membership drops the publisher, which ends every ADS stream; then the
+    // gRPC server has nothing left to drain.
+    let _ = stop.send(true);
+    let _ = membership.await;
+    let _ = grpc_stop.send(());
+    if let Some(http) = http {
+        http.shutdown(SHUTDOWN_GRACE).await;
+    }
+    match result {
+        Ok(()) => {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, grpc).await;
+            tracing::info!("kpool-mesh serve stopped");
+            Ok(())
+        }
+        Err(Ok(Ok(()))) => Ok(()),
+        Err(Ok(Err(source))) => Err(ServeError::Grpc {
+            addr: xds_addr,
+            source,
+        }),
+        Err(Err(join)) => {
+            tracing::error!(error = %join, "the ADS server task failed");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Http {
+    metrics: Arc<MeshMetrics>,
+    registry: Arc<Registry>,
+}
+
+/// `/readyz`, `/healthz`, `/metrics`.
+pub fn router(metrics: Arc<MeshMetrics>, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(Http { metrics, registry })
+}
+
+async fn readyz(State(h): State<Http>) -> Response {
+    if h.metrics.is_ready() {
+        let stale = if h.metrics.is_stale() {
+            " (stale: Kafka does not answer; serving the last known brokers)"
+        } else {
+            ""
+        };
+        (StatusCode::OK, format!("ready{stale}\n")).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no complete snapshot yet (waiting for Kafka Metadata)\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(h): State<Http>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &h.registry).is_err() {
+        out.clear();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// `--config-dir` as the served clusters name it: absolute, without a trailing slash.
+pub fn config_dir(dir: &std::path::Path) -> Result<String, crate::MeshError> {
+    crate::bundle::dir_string("--config-dir", dir)
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{flag} {addr}: cannot listen: {e}")))
+}

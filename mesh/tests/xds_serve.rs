@@ -1,0 +1,332 @@
+//! `kpool-mesh serve` in-process against a scripted Kafka server: membership from
+//! Metadata (brokers added and removed), pinned endpoints reloaded from a file (a broker
+//! moving is EDS only), readiness after the first complete snapshot, Kafka unreachable at
+//! start (not ready, retried) and mid-run (last snapshot kept, reported stale), an audit
+//! line per change, metrics, graceful shutdown.
+
+mod xds_support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kpool_agent::kafka::{KafkaClient, KafkaConfig};
+use kpool_mesh::client::ClientOptions;
+use kpool_mesh::serve::{self, MembershipOptions, MeshMetrics, ServeConfig};
+use kpool_mesh::xds::ResourceType;
+use kpool_policy::{DEFAULT_POLICY_YAML, Policy};
+use kpool_testkit::kafka_server::{ClusterState, TestKafka};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use xds_support::{CONFIG_DIR, FakeEnvoy, GrpcEnvoy};
+
+struct Running {
+    xds: SocketAddr,
+    http: SocketAddr,
+    metrics: Arc<MeshMetrics>,
+    audit: Arc<Mutex<Vec<u8>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
+}
+
+impl Running {
+    async fn start(kafka: Option<&TestKafka>, endpoints_file: Option<PathBuf>) -> Self {
+        let xds = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (xds_addr, http_addr) = (
+            xds.local_addr().expect("addr"),
+            http.local_addr().expect("addr"),
+        );
+        let kafka = kafka.map(|k| {
+            KafkaClient::new(KafkaConfig {
+                bootstrap: vec![k.bootstrap()],
+                timeout: Duration::from_secs(1),
+                ..KafkaConfig::default()
+            })
+            .expect("kafka client")
+        });
+        let config = ServeConfig {
+            membership: MembershipOptions {
+                policies: vec![
+                    Policy::from_yaml(DEFAULT_POLICY_YAML, "policy.yaml").expect("policy"),
+                ],
+                routes: ClientOptions::default(),
+                config_dir: CONFIG_DIR.to_owned(),
+                pins: BTreeMap::new(),
+                endpoints_file,
+                poll_interval: Duration::from_millis(200),
+                backoff: (Duration::from_millis(100), Duration::from_millis(400)),
+            },
+            kafka,
+            tls: None,
+        };
+        let metrics = Arc::new(MeshMetrics::default());
+        let audit = Arc::new(Mutex::new(Vec::new()));
+        let sink: serve::AuditSink = audit.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve::run(
+            config,
+            xds,
+            Some(http),
+            metrics.clone(),
+            sink,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            xds: xds_addr,
+            http: http_addr,
+            metrics,
+            audit,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.audit.lock().expect("audit").clone()).expect("utf-8");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stops within 10s")
+            .expect("task")
+            .expect("clean stop");
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    )
+}
+
+async fn until(what: &str, f: impl AsyncFn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} within 15s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn brokers_follow_kafka_metadata_and_pins_follow_the_file() {
+    let kafka = TestKafka::start(ClusterState::healthy(3, &[], &[])).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("endpoints");
+    std::fs::write(
+        &file,
+        "# pinned\n0=127.0.0.1:19000\n1=127.0.0.1:19001\n2=127.0.0.1:19002\n",
+    )
+    .expect("write");
+    let running = Running::start(Some(&kafka), Some(file.clone())).await;
+    until("ready", async || {
+        get(running.http, "/readyz").await.0 == 200
+    })
+    .await;
+    let envoy = GrpcEnvoy::connect(running.xds, FakeEnvoy::new("app-1")).await;
+    envoy
+        .wait("three listeners", |e| e.listeners.len() == 3)
+        .await;
+    assert_eq!(
+        envoy.state.lock().expect("state").endpoint_addrs()["kafka-stretch-2"],
+        ["127.0.0.1:19002"]
+    );
+
+    // A broker added to Metadata is a new listener (its INTERNAL host does not resolve
+    // here: its cluster has no endpoint, and the listener is there all the same).
+    kafka.set_state(ClusterState::healthy(4, &[], &[]));
+    envoy
+        .wait("four listeners", |e| e.listeners.len() == 4)
+        .await;
+    assert!(envoy.state.lock().expect("state").endpoint_addrs()["kafka-stretch-3"].is_empty());
+
+    // A pin changed in the file moves a broker: endpoints only.
+    envoy.state.lock().expect("state").received.clear();
+    std::fs::write(
+        &file,
+        "0=127.0.0.1:19000\n1=127.0.0.1:29001\n2=127.0.0.1:19002\n",
+    )
+    .expect("write");
+    envoy
+        .wait("broker 1 moved", |e| {
+            e.endpoint_addrs()["kafka-stretch-1"] == ["127.0.0.1:29001"]
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received: Vec<ResourceType> = envoy
+        .state
+        .lock()
+        .expect("state")
+        .received
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(received, [ResourceType::Endpoint], "a move is EDS only");
+
+    // A broker leaving Metadata loses its listener and cluster.
+    kafka.set_state(ClusterState::healthy(2, &[], &[]));
+    envoy
+        .wait("two brokers", |e| {
+            e.listeners.len() == 2 && e.clusters.len() == 2
+        })
+        .await;
+
+    let lines = running.audit_lines();
+    let changes: Vec<(Vec<i64>, Vec<i64>, usize)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["decision"], "membership-change");
+            let ids = |k: &str| {
+                l[k].as_array()
+                    .expect("array")
+                    .iter()
+                    .map(|v| v.as_i64().expect("id"))
+                    .collect::<Vec<_>>()
+            };
+            (
+                ids("added"),
+                ids("removed"),
+                l["moved"].as_array().expect("moved").len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (vec![0, 1, 2], vec![], 0),
+            (vec![3], vec![], 0),
+            (vec![], vec![], 1),
+            (vec![], vec![2, 3], 0)
+        ]
+    );
+    assert_eq!(lines[2]["moved"][0]["to"][0], "127.0.0.1:29001");
+
+    let (status, body) = get(running.http, "/metrics").await;
+    assert_eq!(status, 200);
+    for metric in [
+        "kpool_mesh_ready 1",
+        "kpool_mesh_membership_brokers 2",
+        "kpool_mesh_snapshot_generation 4",
+        "kpool_mesh_xds_streams 1",
+        "kpool_mesh_membership_stale 0",
+    ] {
+        assert!(body.contains(metric), "{metric} in\n{body}");
+    }
+    assert!(
+        body.contains("kpool_mesh_xds_pushes_total{type=\"eds\"}"),
+        "{body}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn kafka_unreachable_at_start_is_not_ready_and_mid_run_is_stale() {
+    let mut kafka = TestKafka::start(ClusterState::healthy(2, &[], &[])).await;
+    kafka.stop().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("endpoints");
+    std::fs::write(&file, "0=127.0.0.1:19000\n1=127.0.0.1:19001\n").expect("write");
+    let running = Running::start(Some(&kafka), Some(file.clone())).await;
+    let early = GrpcEnvoy::connect(running.xds, FakeEnvoy::new("early")).await;
+    until("Kafka polls retried", async || {
+        running.metrics.kafka_poll_failures() >= 2
+    })
+    .await;
+    let (status, body) = get(running.http, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        early.state.lock().expect("state").received.is_empty(),
+        "nothing served yet"
+    );
+
+    kafka.restart().await;
+    until("ready once Kafka answers", async || {
+        get(running.http, "/readyz").await.0 == 200
+    })
+    .await;
+    early.wait("served", |e| e.listeners.len() == 2).await;
+
+    // Mid-run: the last broker set is kept, reported stale; pins still apply.
+    kafka.stop().await;
+    until("stale", async || running.metrics.is_stale()).await;
+    let (status, body) = get(running.http, "/readyz").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("stale"), "{body}");
+    std::fs::write(&file, "0=127.0.0.1:19000\n1=127.0.0.1:29001\n").expect("write");
+    early
+        .wait("a pin applies while stale", |e| {
+            e.endpoint_addrs()["kafka-stretch-1"] == ["127.0.0.1:29001"]
+        })
+        .await;
+    assert_eq!(
+        early.state.lock().expect("state").listeners.len(),
+        2,
+        "last good brokers kept"
+    );
+    let lines = running.audit_lines();
+    assert_eq!(lines.last().expect("line")["stale"], true);
+
+    kafka.restart().await;
+    until("live again", async || !running.metrics.is_stale()).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_kafka_the_pinned_brokers_are_the_membership() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("endpoints");
+    std::fs::write(&file, "5=127.0.0.1:19005\n").expect("write");
+    let running = Running::start(None, Some(file.clone())).await;
+    let envoy = GrpcEnvoy::connect(running.xds, FakeEnvoy::new("standalone")).await;
+    envoy
+        .wait("one listener", |e| {
+            e.listener_ports().get("kafka-stretch-5") == Some(&9096)
+        })
+        .await;
+    std::fs::write(&file, "5=127.0.0.1:19005\n6=127.0.0.1:19006\n").expect("write");
+    envoy
+        .wait("a pinned broker added", |e| e.listeners.len() == 2)
+        .await;
+    // A file that does not parse is refused; the last pins stay.
+    std::fs::write(&file, "5=nope\n").expect("write");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(envoy.state.lock().expect("state").listeners.len(), 2);
+    running.shutdown().await;
+}
+
+#[test]
+fn the_endpoints_file_names_its_bad_line() {
+    let e = serve::membership::parse_endpoints_file("0=a:1\n\n# c\n1=b\n").expect_err("bad");
+    assert!(e.starts_with("line 4:"), "{e}");
+    let e = serve::membership::parse_endpoints_file("0=a:1\n0=b:2\n").expect_err("twice");
+    assert_eq!(e, "line 2: broker 0 is pinned twice");
+    let ok = serve::membership::parse_endpoints_file("7=[::1]:9443 # v6\n").expect("ok");
+    assert_eq!(ok[&7].host, "::1");
+}
