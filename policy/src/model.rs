@@ -46,6 +46,9 @@ pub struct PolicySpec {
     pub conflicts: Conflicts,
     #[serde(default)]
     pub guard: Guard,
+    /// Healing the rack distribution (report only unless `racks.selfHealing`).
+    #[serde(default)]
+    pub racks: Racks,
     /// How the agent reaches Kafka.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSettings>,
@@ -601,6 +604,56 @@ impl Default for Guard {
             delete_after_refusals: None,
         }
     }
+}
+
+/// Healing the two-dimensional rack distribution: every partition balanced over zones and
+/// Kubernetes clusters (2 replicas per zone and 3 per cluster at RF 6 over 3 x 2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Racks {
+    /// Plan and apply fixes for offending partitions, one agent at a time (a Lease). Off:
+    /// the agents only report offenders.
+    #[serde(default)]
+    pub self_healing: bool,
+    /// A partition is fixed only after it offends in this many polls in a row (a topic being
+    /// created, a reassignment someone else runs, settle first). At least 1.
+    #[serde(default = "default_persist_polls")]
+    pub persist_polls: u32,
+    /// At most this many replica moves per healing run; the rest wait for the next. At least 1.
+    #[serde(default = "default_moves_per_run")]
+    pub moves_per_run: u32,
+    /// At most this many moves into or out of one broker at once. At least 1.
+    #[serde(default = "default_max_moves_per_broker")]
+    pub max_moves_per_broker: u32,
+    /// Replication throttle on the brokers and replicas a move involves, bytes per second;
+    /// 0: none.
+    #[serde(default = "default_throttle")]
+    pub throttle_bytes_per_second: u64,
+}
+
+impl Default for Racks {
+    fn default() -> Self {
+        Self {
+            self_healing: false,
+            persist_polls: default_persist_polls(),
+            moves_per_run: default_moves_per_run(),
+            max_moves_per_broker: default_max_moves_per_broker(),
+            throttle_bytes_per_second: default_throttle(),
+        }
+    }
+}
+
+fn default_persist_polls() -> u32 {
+    2
+}
+fn default_moves_per_run() -> u32 {
+    10
+}
+fn default_max_moves_per_broker() -> u32 {
+    5
+}
+fn default_throttle() -> u64 {
+    50 * 1024 * 1024
 }
 
 fn default_daemon_set_controller() -> String {

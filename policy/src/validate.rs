@@ -437,6 +437,15 @@ pub(crate) fn validate(spec: &PolicySpec) -> Result<Compiled, Vec<FieldError>> {
             "must name the DaemonSet controller's user (default system:serviceaccount:kube-system:daemon-set-controller)",
         );
     }
+    for (field, value) in [
+        ("racks.persistPolls", spec.racks.persist_polls),
+        ("racks.movesPerRun", spec.racks.moves_per_run),
+        ("racks.maxMovesPerBroker", spec.racks.max_moves_per_broker),
+    ] {
+        if value == 0 {
+            e.push(field, "must be at least 1, found 0");
+        }
+    }
     if spec.guard.delete_after_refusals == Some(0) {
         e.push(
             "guard.deleteAfterRefusals",
