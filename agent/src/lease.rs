@@ -153,15 +153,16 @@ impl LeaseLock {
     /// One round: read the Lease, then create, renew or take it over when the rule says so.
     pub async fn try_acquire_or_renew(&self) -> Result<Held, LeaseError> {
         let current = self.get().await?;
-        let observed = current
-            .as_ref()
-            .map(observe)
-            .transpose()
-            .map_err(|found| LeaseError::Malformed {
-                namespace: self.namespace.clone(),
-                name: self.name.clone(),
-                found,
-            })?;
+        let observed =
+            current
+                .as_ref()
+                .map(observe)
+                .transpose()
+                .map_err(|found| LeaseError::Malformed {
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                    found,
+                })?;
         let unchanged_for = self.unchanged_for(observed.as_ref());
         match decide(
             observed.as_ref(),

@@ -15,7 +15,11 @@ fn healing_is_off_by_default_with_bounded_runs() {
     // Without the section: the same.
     let start = DEFAULT_POLICY_YAML.find("\nracks:\n").expect("section");
     let end = start + 1 + DEFAULT_POLICY_YAML[start + 1..].find("\n\n").expect("end");
-    let without = format!("{}{}", &DEFAULT_POLICY_YAML[..start], &DEFAULT_POLICY_YAML[end..]);
+    let without = format!(
+        "{}{}",
+        &DEFAULT_POLICY_YAML[..start],
+        &DEFAULT_POLICY_YAML[end..]
+    );
     let q = Policy::from_yaml(&without, "p").expect("valid");
     assert_eq!(q.spec().racks, *r);
 }
