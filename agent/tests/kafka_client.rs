@@ -110,6 +110,9 @@ async fn healthy_cluster_exact_snapshot() {
             describe_configs: 4,
             describe_cluster: Some(2),
             list_reassignments: Some(0),
+            alter_reassignments: Some(1),
+            incremental_alter_configs: Some(1),
+            elect_leaders: Some(2),
         })
     );
     let seen = seen(&server);
@@ -733,6 +736,9 @@ async fn negotiates_down_to_lower_broker_versions() {
             describe_configs: 2,
             describe_cluster: None,
             list_reassignments: None,
+            alter_reassignments: Some(1),
+            incremental_alter_configs: Some(1),
+            elect_leaders: Some(2),
         })
     );
     let seen = seen(&server);

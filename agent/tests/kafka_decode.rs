@@ -52,8 +52,10 @@ fn every_supported_version_decodes_what_kafka_protocol_encodes() {
     let all = encodings();
     assert_eq!(
         all.len(),
-        4 + 13 + 4 + 3 + 1,
-        "ApiVersions 0-3, Metadata 1-13, DescribeConfigs 1-4, DescribeCluster 0-2, ListPartitionReassignments 0"
+        4 + 13 + 4 + 3 + 1 + 2 + 2 + 3,
+        "ApiVersions 0-3, Metadata 1-13, DescribeConfigs 1-4, DescribeCluster 0-2, \
+         ListPartitionReassignments 0, AlterPartitionReassignments 0-1, \
+         IncrementalAlterConfigs 0-1, ElectLeaders 0-2"
     );
     for (key, v, body) in all {
         let decoded = decode_response(key, v, Bytes::from(body))
@@ -77,6 +79,26 @@ fn every_supported_version_decodes_what_kafka_protocol_encodes() {
             (ApiKey::ListPartitionReassignments, Response::ListPartitionReassignments(r)) => {
                 assert_eq!(r.topics.len(), 1, "v{v}: orders-4 is being moved");
                 assert_eq!(r.topics[0].partitions[0].adding_replicas.len(), 1, "v{v}");
+            }
+            (ApiKey::AlterPartitionReassignments, Response::AlterPartitionReassignments(r)) => {
+                assert_eq!(r.responses.len(), 2, "v{v}: orders and payments");
+                let codes: Vec<i16> = r.responses[0]
+                    .partitions
+                    .iter()
+                    .map(|p| p.error_code)
+                    .collect();
+                assert_eq!(codes, [0, 85], "v{v}: moved, then nothing to cancel");
+            }
+            (ApiKey::IncrementalAlterConfigs, Response::IncrementalAlterConfigs(r)) => {
+                assert_eq!(r.responses.len(), 3, "v{v}: the broker and two topics")
+            }
+            (ApiKey::ElectLeaders, Response::ElectLeaders(r)) => {
+                let partitions: usize = r
+                    .replica_election_results
+                    .iter()
+                    .map(|t| t.partition_result.len())
+                    .sum();
+                assert_eq!(partitions, 15, "v{v}");
             }
             (key, other) => panic!("{key:?} v{v} decoded as {other:?}"),
         }
@@ -121,6 +143,9 @@ fn name(key: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::ElectLeaders => "ElectLeaders",
         _ => "?",
     }
 }

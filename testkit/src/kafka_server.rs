@@ -20,13 +20,40 @@
 //!   INVALID_REQUEST for other ids; in [`ConfigStyle::Tansu`] it reports only configs set
 //!   explicitly on a topic (labelled source 5, as tansu does) and empty broker configs;
 //!   like tansu 0.6 it also closes the connection on a DescribeConfigs that names
-//!   configuration keys ([`ClusterState::rejects_config_keys`]).
+//!   configuration keys ([`ClusterState::rejects_config_keys`]). Configs set with
+//!   IncrementalAlterConfigs are reported too (source 1 on topics, 2 on brokers).
+//!
+//! The admin requests of `racks apply` are answered with a KRaft controller's semantics:
+//! - AlterPartitionReassignments: the replica list becomes the target followed by the
+//!   replicas being removed, the added ones listed as adding (outside the ISR); after the
+//!   catch-up ([`ClusterState::catch_up`]: a number of Metadata requests, or a delay) the
+//!   added replicas on live brokers join the ISR, the removed ones leave, and the
+//!   reassignment completes: the leader stays if it is in the target, else the first target
+//!   replica in the ISR leads. An added replica on a broker that is down never catches up.
+//!   A target of another size is refused (INVALID_REPLICATION_FACTOR) when the request says
+//!   the replication factor may not change, unregistered brokers with
+//!   INVALID_REPLICA_ASSIGNMENT. `Replicas: null` cancels: the original replicas come back
+//!   (NO_REASSIGNMENT_IN_PROGRESS when none is in flight). A new target for a partition in
+//!   flight replaces the old one, as KRaft does.
+//! - ListPartitionReassignments reports every reassignment in flight (replicas, adding,
+//!   removing), those of [`ClusterState::reassigning`] too, which never complete by
+//!   themselves (someone else's move, stuck).
+//! - IncrementalAlterConfigs records SET, DELETE, APPEND and SUBTRACT (list configs,
+//!   comma-separated, APPEND keeping entries once) on brokers and topics
+//!   ([`ClusterState::configs`], [`ClusterState::broker_config`],
+//!   [`ClusterState::topic_config`]); every change is also kept in [`Seen`].
+//! - ElectLeaders (PREFERRED): the first replica leads when it is live and in the ISR
+//!   (ELECTION_NOT_NEEDED when it already does, PREFERRED_LEADER_NOT_AVAILABLE otherwise).
+//! - Scripted failures: NOT_CONTROLLER on the next N requests of these four APIs
+//!   ([`ClusterState::not_controller_for`]); a broker dying mid-move
+//!   ([`ClusterState::broker_down`]: its replicas leave the ISR) and coming back
+//!   ([`ClusterState::broker_up`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -38,8 +65,10 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiVersionsRequest,
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
     MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
@@ -55,12 +84,20 @@ pub use kafka_protocol::messages::ApiKey;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
 pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const NOT_CONTROLLER: i16 = 41;
 pub const INVALID_REQUEST: i16 = 42;
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+pub const ELECTION_NOT_NEEDED: i16 = 84;
+pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 
 /// DescribeConfigs resource types and config sources.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const MIN_ISR: &str = "min.insync.replicas";
@@ -95,6 +132,67 @@ pub struct PartitionSpec {
     /// Replicas an ongoing reassignment is adding (listed among `replicas` too, as Kafka
     /// does); a non-empty list makes the partition show in ListPartitionReassignments.
     pub adding_replicas: Vec<i32>,
+    /// Replicas an ongoing reassignment is removing (listed last among `replicas`).
+    pub removing_replicas: Vec<i32>,
+    /// When the reassignment's added replicas catch up: `Some` for reassignments submitted
+    /// with AlterPartitionReassignments, `None` for those scripted with
+    /// [`ClusterState::reassigning`] (they never complete by themselves).
+    pub catch_up: Option<CatchUpClock>,
+}
+
+impl PartitionSpec {
+    /// Whether a reassignment is in flight.
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment in flight moves to (the replicas when none is).
+    pub fn target(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas before the reassignment in flight (the replicas when none is).
+    pub fn original(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
+}
+
+/// How long the replicas a reassignment adds take to catch up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// After this many Metadata requests (every snapshot starts with one), counted from
+    /// the submission: deterministic, for tests that step through a move.
+    Polls(u32),
+    /// After this much time.
+    After(Duration),
+}
+
+/// A reassignment's progress towards catching up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUpClock {
+    /// Metadata requests still to come (with [`CatchUp::Polls`]).
+    pub polls_left: u32,
+    /// When it is due (with [`CatchUp::After`]).
+    pub due: Option<Instant>,
+}
+
+/// A config set with IncrementalAlterConfigs, as [`Seen`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenConfigChange {
+    /// `broker 3` or `topic orders`.
+    pub resource: String,
+    pub name: String,
+    /// 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT.
+    pub op: i8,
+    pub value: Option<String>,
 }
 
 /// A topic.
@@ -129,6 +227,18 @@ pub struct ClusterState {
     /// Close the connection on a DescribeConfigs naming configuration keys (tansu 0.6
     /// cannot parse them).
     pub rejects_config_keys: bool,
+    /// How long reassignments take to catch up (default: 2 Metadata requests).
+    pub catch_up: CatchUp,
+    /// The next this many requests of AlterPartitionReassignments,
+    /// ListPartitionReassignments, IncrementalAlterConfigs and ElectLeaders answer
+    /// NOT_CONTROLLER (and change nothing).
+    pub not_controller: usize,
+    /// Configs set with IncrementalAlterConfigs: by (resource type 2 topic / 4 broker,
+    /// resource name), name → value.
+    pub configs: BTreeMap<(i8, String), BTreeMap<String, String>>,
+    /// Brokers taken down with [`ClusterState::broker_down`], for
+    /// [`ClusterState::broker_up`].
+    pub down_brokers: Vec<BrokerSpec>,
 }
 
 fn full_versions() -> BTreeMap<i16, (i16, i16)> {
@@ -138,6 +248,9 @@ fn full_versions() -> BTreeMap<i16, (i16, i16)> {
         ApiKey::DescribeConfigs,
         ApiKey::DescribeCluster,
         ApiKey::ListPartitionReassignments,
+        ApiKey::AlterPartitionReassignments,
+        ApiKey::IncrementalAlterConfigs,
+        ApiKey::ElectLeaders,
     ]
     .into_iter()
     .map(|k| {
@@ -167,6 +280,10 @@ impl ClusterState {
             self_id: None,
             versions: full_versions(),
             rejects_config_keys: false,
+            catch_up: CatchUp::Polls(2),
+            not_controller: 0,
+            configs: BTreeMap::new(),
+            down_brokers: Vec::new(),
         }
     }
 
@@ -215,6 +332,8 @@ impl ClusterState {
                     replicas,
                     offline_replicas: Vec::new(),
                     adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
+                    catch_up: None,
                 }
             })
             .collect();
@@ -244,6 +363,15 @@ impl ClusterState {
             .unwrap_or_else(|| panic!("no topic {topic} in the test cluster"))
     }
 
+    fn partition_mut_opt(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionSpec> {
+        self.topics
+            .iter_mut()
+            .find(|t| t.name == topic)?
+            .partitions
+            .iter_mut()
+            .find(|p| p.index == partition)
+    }
+
     fn partition_mut(&mut self, topic: &str, partition: i32) -> &mut PartitionSpec {
         self.topic_mut(topic)
             .partitions
@@ -257,7 +385,11 @@ impl ClusterState {
     /// loses its leader), its replicas are listed as offline, and partitions it led move to
     /// the first remaining ISR member.
     pub fn broker_down(mut self, id: i32) -> Self {
-        self.brokers.retain(|b| b.id != id);
+        let (down, up): (Vec<BrokerSpec>, Vec<BrokerSpec>) = std::mem::take(&mut self.brokers)
+            .into_iter()
+            .partition(|b| b.id == id);
+        self.brokers = up;
+        self.down_brokers.extend(down);
         if self.controller_id == id {
             self.controller_id = self.brokers.first().map_or(-1, |b| b.id);
         }
@@ -278,6 +410,87 @@ impl ClusterState {
             }
         }
         self
+    }
+
+    /// Bring broker `id` back after [`ClusterState::broker_down`]: registered again, its
+    /// replicas no longer offline and back in their ISR (except replicas a reassignment is
+    /// still adding: they catch up as usual), leaderless partitions led by their first
+    /// live ISR member.
+    pub fn broker_up(mut self, id: i32) -> Self {
+        let Some(i) = self.down_brokers.iter().position(|b| b.id == id) else {
+            panic!("broker {id} was not taken down with broker_down");
+        };
+        let spec = self.down_brokers.remove(i);
+        self.brokers.push(spec);
+        self.brokers.sort_by_key(|b| b.id);
+        if self.controller_id < 0 {
+            self.controller_id = id;
+        }
+        for t in &mut self.topics {
+            for p in &mut t.partitions {
+                if !p.replicas.contains(&id) {
+                    continue;
+                }
+                p.offline_replicas.retain(|&r| r != id);
+                if !p.isr.contains(&id) && !p.adding_replicas.contains(&id) {
+                    p.isr.push(id);
+                }
+                if p.leader < 0 {
+                    p.leader = p.isr.first().copied().unwrap_or(-1);
+                }
+            }
+        }
+        self
+    }
+
+    /// How long reassignments take to catch up.
+    pub fn catch_up(mut self, catch_up: CatchUp) -> Self {
+        self.catch_up = catch_up;
+        self
+    }
+
+    /// Answer NOT_CONTROLLER to the next `n` admin requests (see
+    /// [`ClusterState::not_controller`]).
+    pub fn not_controller_for(mut self, n: usize) -> Self {
+        self.not_controller = n;
+        self
+    }
+
+    /// Advertise every broker at `addr` and answer broker config resources for any id, so
+    /// a client reaching brokers by their advertised address reaches this server.
+    pub fn advertise_all(mut self, addr: SocketAddr) -> Self {
+        for b in &mut self.brokers {
+            b.host = addr.ip().to_string();
+            b.port = i32::from(addr.port());
+        }
+        self.self_id = None;
+        self
+    }
+
+    /// A config set on broker `id` with IncrementalAlterConfigs.
+    pub fn broker_config(&self, id: i32, name: &str) -> Option<&str> {
+        self.configs
+            .get(&(RESOURCE_BROKER, id.to_string()))?
+            .get(name)
+            .map(String::as_str)
+    }
+
+    /// A config set on `topic` with IncrementalAlterConfigs.
+    pub fn topic_config(&self, topic: &str, name: &str) -> Option<&str> {
+        self.configs
+            .get(&(RESOURCE_TOPIC, topic.to_owned()))?
+            .get(name)
+            .map(String::as_str)
+    }
+
+    /// `topic-partition`, if it exists.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionSpec> {
+        self.topics
+            .iter()
+            .find(|t| t.name == topic)?
+            .partitions
+            .iter()
+            .find(|p| p.index == partition)
     }
 
     /// Set the ISR of `topic-partition`; the leader moves to the first ISR member if it is
@@ -319,6 +532,9 @@ impl ClusterState {
         p.isr = replicas.to_vec();
         p.leader = replicas.first().copied().unwrap_or(-1);
         p.offline_replicas.clear();
+        p.adding_replicas.clear();
+        p.removing_replicas.clear();
+        p.catch_up = None;
         self
     }
 
@@ -514,9 +730,11 @@ pub enum Fault {
     CorruptBody(Vec<u8>),
     /// Announce the full response, send half of it, close.
     Truncated,
-    /// Answer with this Kafka error code (ApiVersions, DescribeCluster and Metadata v13+:
-    /// the top-level code; Metadata before v13: every topic; DescribeConfigs: every
-    /// resource).
+    /// Answer with this Kafka error code (ApiVersions, DescribeCluster, Metadata v13+,
+    /// ListPartitionReassignments, AlterPartitionReassignments and ElectLeaders v1+: the
+    /// top-level code; Metadata before v13: every topic; DescribeConfigs and
+    /// IncrementalAlterConfigs: every resource; ElectLeaders v0: every partition). Admin
+    /// requests answered with an error change nothing.
     ErrorCode(i16),
     /// Answer correctly after this delay.
     Delay(Duration),
@@ -573,10 +791,16 @@ pub struct Seen {
     pub api: ApiKey,
     pub version: i16,
     pub client_id: Option<String>,
-    /// DescribeConfigs: the `(resource type, name)` pairs asked for.
+    /// DescribeConfigs and IncrementalAlterConfigs: the `(resource type, name)` pairs.
     pub config_resources: Vec<(i8, String)>,
     /// DescribeConfigs: whether any resource named configuration keys.
     pub named_config_keys: bool,
+    /// AlterPartitionReassignments: `(topic, partition, target or None to cancel)`.
+    pub reassignments: Vec<(String, i32, Option<Vec<i32>>)>,
+    /// IncrementalAlterConfigs: every change asked.
+    pub config_changes: Vec<SeenConfigChange>,
+    /// ElectLeaders: the partitions asked (empty for all).
+    pub elections: Vec<(String, i32)>,
 }
 
 #[derive(Debug, Default)]
@@ -817,6 +1041,22 @@ enum Request {
     DescribeConfigs(DescribeConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
     ListPartitionReassignments(ListPartitionReassignmentsRequest),
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    ElectLeaders(ElectLeadersRequest),
+}
+
+impl Request {
+    /// The APIs a KRaft broker forwards to the controller (NOT_CONTROLLER can answer them).
+    fn for_controller(&self) -> bool {
+        matches!(
+            self,
+            Request::ListPartitionReassignments(_)
+                | Request::AlterPartitionReassignments(_)
+                | Request::IncrementalAlterConfigs(_)
+                | Request::ElectLeaders(_)
+        )
+    }
 }
 
 fn decode_request(key: ApiKey, v: i16, buf: &mut Bytes) -> Option<Request> {
@@ -832,6 +1072,13 @@ fn decode_request(key: ApiKey, v: i16, buf: &mut Bytes) -> Option<Request> {
         ApiKey::ListPartitionReassignments => Request::ListPartitionReassignments(
             ListPartitionReassignmentsRequest::decode(buf, v).ok()?,
         ),
+        ApiKey::AlterPartitionReassignments => Request::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::decode(buf, v).ok()?,
+        ),
+        ApiKey::IncrementalAlterConfigs => {
+            Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::decode(buf, v).ok()?)
+        }
+        ApiKey::ElectLeaders => Request::ElectLeaders(ElectLeadersRequest::decode(buf, v).ok()?),
         _ => return None,
     })
 }
@@ -881,8 +1128,14 @@ enum Reply {
 async fn handle(shared: &Shared, header: &RequestHeader, buf: &mut Bytes) -> Option<Reply> {
     let key = ApiKey::try_from(header.request_api_key).ok()?;
     let v = header.request_api_version;
-    let state = lock(&shared.state).clone();
-    let advertised = state.versions.get(&(key as i16)).copied();
+    let (advertised, rejects_config_keys, api_keys) = {
+        let state = lock(&shared.state);
+        (
+            state.versions.get(&(key as i16)).copied(),
+            state.rejects_config_keys,
+            api_keys(&state),
+        )
+    };
     let supported = advertised.is_some_and(|(min, max)| (min..=max).contains(&v));
 
     // ApiVersions at an unsupported version: answer in v0 with the error and our range,
@@ -891,7 +1144,7 @@ async fn handle(shared: &Shared, header: &RequestHeader, buf: &mut Bytes) -> Opt
         record(shared, key, v, header, None);
         let resp = ApiVersionsResponse::default()
             .with_error_code(UNSUPPORTED_VERSION)
-            .with_api_keys(api_keys(&state));
+            .with_api_keys(api_keys);
         let header = ResponseHeader::default().with_correlation_id(header.correlation_id);
         return Some(Reply::Bytes(frame(&header, 0, &encode_body(&resp, 0))));
     }
@@ -903,7 +1156,7 @@ async fn handle(shared: &Shared, header: &RequestHeader, buf: &mut Bytes) -> Opt
     record(shared, key, v, header, Some(&request));
 
     if let Request::DescribeConfigs(r) = &request
-        && state.rejects_config_keys
+        && rejects_config_keys
         && named_keys(r)
     {
         return Some(Reply::Close);
@@ -929,7 +1182,7 @@ async fn handle(shared: &Shared, header: &RequestHeader, buf: &mut Bytes) -> Opt
     };
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     let header_version = key.response_header_version(v);
-    let error = match &fault {
+    let mut error = match &fault {
         Some(Fault::ErrorCode(code)) => Some(*code),
         _ => None,
     };
@@ -943,13 +1196,71 @@ async fn handle(shared: &Shared, header: &RequestHeader, buf: &mut Bytes) -> Opt
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Truncated) | Some(Fault::ErrorCode(_)) | None => {}
     }
-    let body = respond(&state, v, request, error);
+    // The controller's clock moves on every request; answering (and applying admin
+    // requests) happens under the state lock, so concurrent connections see one history.
+    let body = {
+        let mut state = lock(&shared.state);
+        advance(&mut state, key == ApiKey::Metadata, Instant::now());
+        if error.is_none() && request.for_controller() && state.not_controller > 0 {
+            state.not_controller -= 1;
+            error = Some(NOT_CONTROLLER);
+        }
+        respond(&mut state, v, request, error)
+    };
     let bytes = frame(&response_header, header_version, &body);
     if fault == Some(Fault::Truncated) {
         let half = bytes.len() / 2;
         return Some(Reply::Partial(bytes[..half.max(5)].to_vec()));
     }
     Some(Reply::Bytes(bytes))
+}
+
+/// Moves reassignments in flight along: with `metadata`, one poll passes; any reassignment
+/// whose catch-up is due has its added replicas on live brokers join the ISR, and
+/// completes once all of them are in.
+fn advance(state: &mut ClusterState, metadata: bool, now: Instant) {
+    let live: Vec<i32> = state.brokers.iter().map(|b| b.id).collect();
+    for t in &mut state.topics {
+        for p in &mut t.partitions {
+            let Some(clock) = p.catch_up.as_mut() else {
+                continue;
+            };
+            if metadata {
+                clock.polls_left = clock.polls_left.saturating_sub(1);
+            }
+            let due = clock.polls_left == 0 && clock.due.is_none_or(|d| now >= d);
+            if !due || p.leader < 0 {
+                continue;
+            }
+            for r in &p.adding_replicas {
+                if live.contains(r) && !p.isr.contains(r) {
+                    p.isr.push(*r);
+                }
+            }
+            if p.adding_replicas.iter().all(|r| p.isr.contains(r)) {
+                complete(p);
+            }
+        }
+    }
+}
+
+/// Ends a reassignment: the replicas become the target, the removed ones leave the ISR,
+/// the leader stays if it is in the target, else the first target replica in the ISR.
+fn complete(p: &mut PartitionSpec) {
+    let target = p.target();
+    p.isr.retain(|r| target.contains(r));
+    p.offline_replicas.retain(|r| target.contains(r));
+    if !target.contains(&p.leader) {
+        p.leader = target
+            .iter()
+            .copied()
+            .find(|r| p.isr.contains(r))
+            .unwrap_or(-1);
+    }
+    p.replicas = target;
+    p.adding_replicas.clear();
+    p.removing_replicas.clear();
+    p.catch_up = None;
 }
 
 fn record(
@@ -959,23 +1270,70 @@ fn record(
     header: &RequestHeader,
     request: Option<&Request>,
 ) {
-    let (config_resources, named_config_keys) = match request {
-        Some(Request::DescribeConfigs(r)) => (
-            r.resources
-                .iter()
-                .map(|res| (res.resource_type, res.resource_name.to_string()))
-                .collect(),
-            named_keys(r),
-        ),
-        _ => (Vec::new(), false),
-    };
-    lock(&shared.seen).push(Seen {
+    let mut seen = Seen {
         api,
         version,
         client_id: header.client_id.as_ref().map(|c| c.to_string()),
-        config_resources,
-        named_config_keys,
-    });
+        config_resources: Vec::new(),
+        named_config_keys: false,
+        reassignments: Vec::new(),
+        config_changes: Vec::new(),
+        elections: Vec::new(),
+    };
+    match request {
+        Some(Request::DescribeConfigs(r)) => {
+            seen.config_resources = r
+                .resources
+                .iter()
+                .map(|res| (res.resource_type, res.resource_name.to_string()))
+                .collect();
+            seen.named_config_keys = named_keys(r);
+        }
+        Some(Request::AlterPartitionReassignments(r)) => {
+            for t in &r.topics {
+                for p in &t.partitions {
+                    seen.reassignments.push((
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        p.replicas
+                            .as_ref()
+                            .map(|rs| rs.iter().map(|b| b.0).collect()),
+                    ));
+                }
+            }
+        }
+        Some(Request::IncrementalAlterConfigs(r)) => {
+            for res in &r.resources {
+                seen.config_resources
+                    .push((res.resource_type, res.resource_name.to_string()));
+                for c in &res.configs {
+                    seen.config_changes.push(SeenConfigChange {
+                        resource: resource_label(res.resource_type, res.resource_name.as_str()),
+                        name: c.name.to_string(),
+                        op: c.config_operation,
+                        value: c.value.as_ref().map(|v| v.to_string()),
+                    });
+                }
+            }
+        }
+        Some(Request::ElectLeaders(r)) => {
+            for t in r.topic_partitions.iter().flatten() {
+                for p in &t.partitions {
+                    seen.elections.push((t.topic.0.to_string(), *p));
+                }
+            }
+        }
+        _ => {}
+    }
+    lock(&shared.seen).push(seen);
+}
+
+fn resource_label(kind: i8, name: &str) -> String {
+    match kind {
+        RESOURCE_BROKER => format!("broker {name}"),
+        RESOURCE_TOPIC => format!("topic {name}"),
+        other => format!("resource type {other} {name}"),
+    }
 }
 
 fn named_keys(r: &DescribeConfigsRequest) -> bool {
@@ -1001,7 +1359,11 @@ fn api_keys(state: &ClusterState) -> Vec<ApiVersion> {
 
 /// The body (no frame, no header) this server answers a typical request of `key` at `v`
 /// with: ApiVersions; Metadata for all topics; DescribeConfigs of `min.insync.replicas` for
-/// every topic and the broker; DescribeCluster. For decoder tests and fuzz seeds.
+/// every topic and the broker; DescribeCluster; ListPartitionReassignments;
+/// AlterPartitionReassignments moving each topic's partition 0 and cancelling partition 1;
+/// IncrementalAlterConfigs of a broker throttle and each topic's throttled replicas;
+/// ElectLeaders of every partition. Admin requests are answered against a copy of `state`.
+/// For decoder tests and fuzz seeds.
 pub fn typical_response(state: &ClusterState, key: ApiKey, v: i16) -> Option<Vec<u8>> {
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     let min_isr = Some(vec![s("min.insync.replicas")]);
@@ -1031,12 +1393,78 @@ pub fn typical_response(state: &ClusterState, key: ApiKey, v: i16) -> Option<Vec
         ApiKey::ListPartitionReassignments => {
             Request::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
         }
+        ApiKey::AlterPartitionReassignments => {
+            use kafka_protocol::messages::alter_partition_reassignments_request::{
+                ReassignablePartition, ReassignableTopic,
+            };
+            // Move each topic's partition 0 to its replicas reversed, and cancel partition 1.
+            let topics = state
+                .topics
+                .iter()
+                .map(|t| {
+                    let mut partitions = Vec::new();
+                    if let Some(p) = t.partitions.first() {
+                        partitions.push(
+                            ReassignablePartition::default()
+                                .with_partition_index(p.index)
+                                .with_replicas(Some(
+                                    p.replicas.iter().rev().copied().map(BrokerId).collect(),
+                                )),
+                        );
+                    }
+                    partitions.push(
+                        ReassignablePartition::default()
+                            .with_partition_index(1)
+                            .with_replicas(None),
+                    );
+                    ReassignableTopic::default()
+                        .with_name(TopicName(s(&t.name)))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            Request::AlterPartitionReassignments(
+                AlterPartitionReassignmentsRequest::default().with_topics(topics),
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            let mut resources: Vec<AlterConfigsResource> = vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(RESOURCE_BROKER)
+                    .with_resource_name(s(&state.self_id.unwrap_or(0).to_string()))
+                    .with_configs(vec![
+                        AlterableConfig::default()
+                            .with_name(s("leader.replication.throttled.rate"))
+                            .with_value(Some(s("10485760"))),
+                    ]),
+            ];
+            resources.extend(state.topics.iter().map(|t| {
+                AlterConfigsResource::default()
+                    .with_resource_type(RESOURCE_TOPIC)
+                    .with_resource_name(s(&t.name))
+                    .with_configs(vec![
+                        AlterableConfig::default()
+                            .with_name(s("follower.replication.throttled.replicas"))
+                            .with_config_operation(2)
+                            .with_value(Some(s("0:1"))),
+                    ])
+            }));
+            Request::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default().with_resources(resources),
+            )
+        }
+        ApiKey::ElectLeaders => {
+            Request::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(None))
+        }
         _ => return None,
     };
-    Some(respond(state, v, request, None))
+    let mut state = state.clone();
+    Some(respond(&mut state, v, request, None))
 }
 
-fn respond(state: &ClusterState, v: i16, request: Request, error: Option<i16>) -> Vec<u8> {
+fn respond(state: &mut ClusterState, v: i16, request: Request, error: Option<i16>) -> Vec<u8> {
     match request {
         Request::ApiVersions(_) => {
             let resp = ApiVersionsResponse::default()
@@ -1052,7 +1480,352 @@ fn respond(state: &ClusterState, v: i16, request: Request, error: Option<i16>) -
         Request::DescribeConfigs(req) => encode_body(&describe_configs(state, v, &req, error), v),
         Request::DescribeCluster(_) => encode_body(&describe_cluster(state, v, error), v),
         Request::ListPartitionReassignments(_) => encode_body(&list_reassignments(state, error), v),
+        Request::AlterPartitionReassignments(req) => {
+            encode_body(&alter_reassignments(state, v, &req, error), v)
+        }
+        Request::IncrementalAlterConfigs(req) => {
+            encode_body(&incremental_alter_configs(state, &req, error), v)
+        }
+        Request::ElectLeaders(req) => encode_body(&elect_leaders(state, v, &req, error), v),
     }
+}
+
+/// AlterPartitionReassignments with a KRaft controller's semantics (see the module docs).
+fn alter_reassignments(
+    state: &mut ClusterState,
+    v: i16,
+    req: &AlterPartitionReassignmentsRequest,
+    error: Option<i16>,
+) -> AlterPartitionReassignmentsResponse {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    let mut resp = AlterPartitionReassignmentsResponse::default().with_error_message(None);
+    if v >= 1 {
+        resp.allow_replication_factor_change = req.allow_replication_factor_change;
+    }
+    if let Some(code) = error {
+        resp.error_code = code;
+        resp.error_message = Some(s("injected by the test server"));
+        return resp;
+    }
+    let registered: Vec<i32> = state
+        .brokers
+        .iter()
+        .chain(&state.down_brokers)
+        .map(|b| b.id)
+        .collect();
+    let catch_up = state.catch_up;
+    resp.responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|rp| {
+                    let target: Option<Vec<i32>> = rp
+                        .replicas
+                        .as_ref()
+                        .map(|r| r.iter().map(|b| b.0).collect());
+                    let (code, message) = match state
+                        .topics
+                        .iter_mut()
+                        .find(|x| x.name == t.name.0.as_str())
+                        .and_then(|x| {
+                            x.partitions
+                                .iter_mut()
+                                .find(|p| p.index == rp.partition_index)
+                        }) {
+                        None => (
+                            UNKNOWN_TOPIC_OR_PARTITION,
+                            Some("This server does not host this topic-partition.".to_owned()),
+                        ),
+                        Some(p) => match target {
+                            None => cancel_reassignment(p),
+                            Some(target) => start_reassignment(
+                                p,
+                                &target,
+                                &registered,
+                                v >= 1 && !req.allow_replication_factor_change,
+                                catch_up,
+                            ),
+                        },
+                    };
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(rp.partition_index)
+                        .with_error_code(code)
+                        .with_error_message(message.map(|m| s(&m)))
+                })
+                .collect();
+            ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    resp
+}
+
+fn start_reassignment(
+    p: &mut PartitionSpec,
+    target: &[i32],
+    registered: &[i32],
+    keep_rf: bool,
+    catch_up: CatchUp,
+) -> (i16, Option<String>) {
+    if target.is_empty() {
+        return (
+            INVALID_REPLICA_ASSIGNMENT,
+            Some("The target replica list is empty.".to_owned()),
+        );
+    }
+    if let Some(dup) = target
+        .iter()
+        .enumerate()
+        .find(|(i, r)| target[..*i].contains(r))
+    {
+        return (
+            INVALID_REPLICA_ASSIGNMENT,
+            Some(format!("Duplicate replica {} in the target.", dup.1)),
+        );
+    }
+    if let Some(unknown) = target.iter().find(|r| !registered.contains(r)) {
+        return (
+            INVALID_REPLICA_ASSIGNMENT,
+            Some(format!(
+                "The target replica {unknown} is not a registered broker."
+            )),
+        );
+    }
+    let original = p.original();
+    if keep_rf && target.len() != original.len() {
+        return (
+            INVALID_REPLICATION_FACTOR,
+            Some(format!(
+                "The replication factor is changed from {} to {} but \
+                 allowReplicationFactorChange is false",
+                original.len(),
+                target.len()
+            )),
+        );
+    }
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|r| !original.contains(r))
+        .collect();
+    let removing: Vec<i32> = original
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    // Replicas a replaced reassignment was adding and this one does not keep leave now.
+    p.isr.retain(|r| original.contains(r) || target.contains(r));
+    p.replicas = target.iter().chain(&removing).copied().collect();
+    p.adding_replicas = adding;
+    p.removing_replicas = removing;
+    if p.adding_replicas.is_empty() {
+        // Nothing to copy (a reorder, or only removals): done at once.
+        complete(p);
+    } else {
+        p.catch_up = Some(match catch_up {
+            CatchUp::Polls(n) => CatchUpClock {
+                polls_left: n,
+                due: None,
+            },
+            CatchUp::After(d) => CatchUpClock {
+                polls_left: 0,
+                due: Some(Instant::now() + d),
+            },
+        });
+    }
+    (0, None)
+}
+
+fn cancel_reassignment(p: &mut PartitionSpec) -> (i16, Option<String>) {
+    if !p.reassigning() {
+        return (
+            NO_REASSIGNMENT_IN_PROGRESS,
+            Some("No reassignment is in progress for this partition.".to_owned()),
+        );
+    }
+    let original = p.original();
+    p.isr.retain(|r| original.contains(r));
+    p.offline_replicas.retain(|r| original.contains(r));
+    if !original.contains(&p.leader) {
+        p.leader = original
+            .iter()
+            .copied()
+            .find(|r| p.isr.contains(r))
+            .unwrap_or(-1);
+    }
+    p.replicas = original;
+    p.adding_replicas.clear();
+    p.removing_replicas.clear();
+    p.catch_up = None;
+    (0, None)
+}
+
+/// IncrementalAlterConfigs: records the changes per resource.
+fn incremental_alter_configs(
+    state: &mut ClusterState,
+    req: &IncrementalAlterConfigsRequest,
+    error: Option<i16>,
+) -> IncrementalAlterConfigsResponse {
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    let responses =
+        req.resources
+            .iter()
+            .map(|res| {
+                let name = res.resource_name.to_string();
+                let base = AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                let fail = |code: i16, msg: &str| {
+                    base.clone()
+                        .with_error_code(code)
+                        .with_error_message(Some(s(msg)))
+                };
+                if let Some(code) = error {
+                    return fail(code, "injected by the test server");
+                }
+                match res.resource_type {
+                    RESOURCE_TOPIC if !state.topics.iter().any(|t| t.name == name) => {
+                        return fail(UNKNOWN_TOPIC_OR_PARTITION, "unknown topic");
+                    }
+                    RESOURCE_TOPIC => {}
+                    RESOURCE_BROKER if name.is_empty() || name.parse::<i32>().is_ok() => {}
+                    _ => return fail(INVALID_REQUEST, "unsupported resource"),
+                }
+                if let Some(bad) = res.configs.iter().find(|c| {
+                    c.config_operation > 3 || (c.config_operation != 1 && c.value.is_none())
+                }) {
+                    return fail(
+                        INVALID_CONFIG,
+                        &format!(
+                            "bad operation {} on {}",
+                            bad.config_operation,
+                            bad.name.as_str()
+                        ),
+                    );
+                }
+                if req.validate_only {
+                    return base;
+                }
+                let configs = state.configs.entry((res.resource_type, name)).or_default();
+                for c in &res.configs {
+                    let key = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    let list = |v: Option<&String>| -> Vec<String> {
+                        v.map(|v| {
+                            v.split(',')
+                                .map(str::trim)
+                                .filter(|e| !e.is_empty())
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                    };
+                    match c.config_operation {
+                        0 => {
+                            configs.insert(key, value);
+                        }
+                        1 => {
+                            configs.remove(&key);
+                        }
+                        op => {
+                            let mut entries = list(configs.get(&key));
+                            for e in list(Some(&value)) {
+                                if op == 2 && !entries.contains(&e) {
+                                    entries.push(e);
+                                } else if op == 3 {
+                                    entries.retain(|x| *x != e);
+                                }
+                            }
+                            if entries.is_empty() {
+                                configs.remove(&key);
+                            } else {
+                                configs.insert(key, entries.join(","));
+                            }
+                        }
+                    }
+                }
+                base
+            })
+            .collect();
+    state.configs.retain(|_, c| !c.is_empty());
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// ElectLeaders (PREFERRED): the first replica leads if it is live and in the ISR.
+fn elect_leaders(
+    state: &mut ClusterState,
+    v: i16,
+    req: &ElectLeadersRequest,
+    error: Option<i16>,
+) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    let mut resp = ElectLeadersResponse::default();
+    if let Some(code) = error
+        && v >= 1
+    {
+        resp.error_code = code;
+        return resp;
+    }
+    let wanted: Vec<(String, Vec<i32>)> = match &req.topic_partitions {
+        Some(tps) => tps
+            .iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+            .collect(),
+        None => state
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.partitions.iter().map(|p| p.index).collect(),
+                )
+            })
+            .collect(),
+    };
+    let live: Vec<i32> = state.brokers.iter().map(|b| b.id).collect();
+    resp.replica_election_results = wanted
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let results = partitions
+                .into_iter()
+                .map(|index| {
+                    let (code, msg) = match (error, state.partition_mut_opt(&topic, index)) {
+                        (Some(code), _) => (code, "injected by the test server"),
+                        (None, None) => (UNKNOWN_TOPIC_OR_PARTITION, "unknown topic-partition"),
+                        (None, Some(p)) => match p.replicas.first().copied() {
+                            Some(first) if first == p.leader => {
+                                (ELECTION_NOT_NEEDED, "Leader election not needed")
+                            }
+                            Some(first) if p.isr.contains(&first) && live.contains(&first) => {
+                                p.leader = first;
+                                (0, "")
+                            }
+                            _ => (
+                                PREFERRED_LEADER_NOT_AVAILABLE,
+                                "The preferred leader is not in the ISR",
+                            ),
+                        },
+                    };
+                    PartitionResult::default()
+                        .with_partition_id(index)
+                        .with_error_code(code)
+                        .with_error_message((code != 0).then(|| s(msg)))
+                })
+                .collect();
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(s(&topic)))
+                .with_partition_result(results)
+        })
+        .collect();
+    resp
 }
 
 fn list_reassignments(
@@ -1072,19 +1845,20 @@ fn list_reassignments(
     resp.topics = state
         .topics
         .iter()
-        .filter(|t| t.partitions.iter().any(|p| !p.adding_replicas.is_empty()))
+        .filter(|t| t.partitions.iter().any(PartitionSpec::reassigning))
         .map(|t| {
             OngoingTopicReassignment::default()
                 .with_name(TopicName(s(&t.name)))
                 .with_partitions(
                     t.partitions
                         .iter()
-                        .filter(|p| !p.adding_replicas.is_empty())
+                        .filter(|p| p.reassigning())
                         .map(|p| {
                             OngoingPartitionReassignment::default()
                                 .with_partition_index(p.index)
                                 .with_replicas(ids(&p.replicas))
                                 .with_adding_replicas(ids(&p.adding_replicas))
+                                .with_removing_replicas(ids(&p.removing_replicas))
                         })
                         .collect(),
                 )
@@ -1195,6 +1969,20 @@ fn config_entry(v: i16, name: &str, value: &str, source: i8) -> DescribeConfigsR
     e
 }
 
+/// The configs set with IncrementalAlterConfigs on a resource.
+fn dynamic<'a>(
+    state: &'a ClusterState,
+    kind: i8,
+    name: &str,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    state
+        .configs
+        .get(&(kind, name.to_owned()))
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
 fn describe_configs(
     state: &ClusterState,
     v: i16,
@@ -1271,6 +2059,11 @@ fn describe_configs(
                             }
                         }
                     }
+                    for (k, value) in dynamic(state, RESOURCE_TOPIC, &name) {
+                        if wants(k) {
+                            configs.push(config_entry(v, k, value, SOURCE_TOPIC));
+                        }
+                    }
                     base.with_configs(configs)
                 }
                 (ConfigStyle::Tansu, RESOURCE_BROKER) => base,
@@ -1298,6 +2091,11 @@ fn describe_configs(
                             Some(d) => config_entry(v, MIN_ISR, &d.to_string(), SOURCE_STATIC_BROKER),
                             None => config_entry(v, MIN_ISR, "1", SOURCE_DEFAULT),
                         });
+                    }
+                    for (k, value) in dynamic(state, RESOURCE_BROKER, &name) {
+                        if wants(k) {
+                            configs.push(config_entry(v, k, value, SOURCE_DYNAMIC_BROKER));
+                        }
                     }
                     base.with_configs(configs)
                 }

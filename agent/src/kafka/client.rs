@@ -25,8 +25,8 @@ use crate::snapshot::{Broker, Partition, Snapshot, Topic};
 // decoder). Metadata starts at v1 (v0 has no controller, racks or "all topics" null list);
 // DescribeConfigs at v1 (v0 has no config source).
 use super::decode::{
-    API_VERSIONS_RANGE, DESCRIBE_CLUSTER_RANGE, DESCRIBE_CONFIGS_RANGE, LIST_REASSIGNMENTS_RANGE,
-    METADATA_RANGE,
+    ALTER_REASSIGNMENTS_RANGE, API_VERSIONS_RANGE, DESCRIBE_CLUSTER_RANGE, DESCRIBE_CONFIGS_RANGE,
+    ELECT_LEADERS_RANGE, INCREMENTAL_ALTER_CONFIGS_RANGE, LIST_REASSIGNMENTS_RANGE, METADATA_RANGE,
 };
 
 const MIN_ISR_KEY: &str = "min.insync.replicas";
@@ -59,16 +59,25 @@ pub struct NegotiatedVersions {
     /// ListPartitionReassignments, `None` when the broker does not support it (Kafka
     /// before 2.4).
     pub list_reassignments: Option<i16>,
+    /// AlterPartitionReassignments (Kafka 2.4+), for `racks apply` and `racks cancel`.
+    pub alter_reassignments: Option<i16>,
+    /// IncrementalAlterConfigs (Kafka 2.3+), for replication throttles.
+    pub incremental_alter_configs: Option<i16>,
+    /// ElectLeaders (Kafka 2.2+), for the preferred-leader election after a move.
+    pub elect_leaders: Option<i16>,
 }
 
 /// A Kafka admin client holding one connection, reconnecting when it breaks.
 #[derive(Debug)]
 pub struct KafkaClient {
-    config: KafkaConfig,
-    tls: Option<Tls>,
-    live: Option<Live>,
+    pub(super) config: KafkaConfig,
+    pub(super) tls: Option<Tls>,
+    pub(super) live: Option<Live>,
     /// The bootstrap index to try first on the next connect.
-    next_bootstrap: usize,
+    pub(super) next_bootstrap: usize,
+    /// Where admin requests go: the controller and brokers from Metadata, and the
+    /// connections opened to them (`admin.rs`).
+    pub(super) routes: super::admin::Routes,
     /// Whether DescribeConfigs names the one key wanted. Brokers that cannot parse
     /// configuration keys (tansu 0.6 closes the connection) get null = all configs.
     send_config_keys: bool,
@@ -96,17 +105,19 @@ impl From<KafkaError> for PollError {
 const KEY_REJECTIONS_TO_GIVE_UP: u8 = 2;
 
 #[derive(Debug)]
-struct Live {
-    conn: Connection,
-    index: usize,
-    versions: NegotiatedVersions,
+pub(super) struct Live {
+    pub(super) conn: Connection,
+    pub(super) index: usize,
+    pub(super) versions: NegotiatedVersions,
+    /// Every API the broker advertised with its version range, for error messages.
+    pub(super) advertised: BTreeMap<i16, (i16, i16)>,
     /// The id of the broker at the other end, once known; its broker resource holds the
     /// broker default of `min.insync.replicas` (Kafka answers a broker resource only for
     /// itself).
-    self_id: Option<i32>,
+    pub(super) self_id: Option<i32>,
     /// ListPartitionReassignments was refused on this connection and said so in a warning
     /// (a ZooKeeper-mode broker that is not the controller refuses it on every poll).
-    reassignments_refused: bool,
+    pub(super) reassignments_refused: bool,
 }
 
 impl KafkaClient {
@@ -130,6 +141,7 @@ impl KafkaClient {
             tls,
             live: None,
             next_bootstrap: 0,
+            routes: super::admin::Routes::default(),
             send_config_keys: true,
             keys_rejected: 0,
         })
@@ -153,6 +165,7 @@ impl KafkaClient {
     /// Drop the connection; the next snapshot reconnects.
     pub fn disconnect(&mut self) {
         self.live = None;
+        self.routes = super::admin::Routes::default();
     }
 
     /// Take one snapshot of the cluster: Metadata for all topics, `min.insync.replicas` of
@@ -204,20 +217,21 @@ impl KafkaClient {
     }
 
     /// Connect to the first bootstrap address that answers ApiVersions, in turn.
-    async fn connect(&mut self) -> Result<Live, KafkaError> {
+    pub(super) async fn connect(&mut self) -> Result<Live, KafkaError> {
         let n = self.config.bootstrap.len();
         let mut errors = Vec::new();
         for k in 0..n {
             let index = (self.next_bootstrap + k) % n;
             let addr = &self.config.bootstrap[index];
             match self.open(addr).await {
-                Ok((conn, versions)) => {
+                Ok((conn, versions, advertised)) => {
                     debug!(addr, ?versions, "connected to Kafka");
                     self.next_bootstrap = index;
                     return Ok(Live {
                         conn,
                         index,
                         versions,
+                        advertised,
                         self_id: None,
                         reassignments_refused: false,
                     });
@@ -240,7 +254,8 @@ impl KafkaClient {
         Err(KafkaError::Unreachable { errors })
     }
 
-    async fn open(&self, addr: &str) -> Result<(Connection, NegotiatedVersions), KafkaError> {
+    /// Opens a connection to `addr` and negotiates versions on it.
+    pub(super) async fn open(&self, addr: &str) -> Result<Opened, KafkaError> {
         let mut conn = Connection::open(
             addr,
             self.config.timeout,
@@ -248,13 +263,18 @@ impl KafkaClient {
             &self.config.client_id,
         )
         .await?;
-        let versions = negotiate(&mut conn).await?;
-        Ok((conn, versions))
+        let (versions, advertised) = negotiate(&mut conn).await?;
+        Ok((conn, versions, advertised))
     }
 }
 
+/// A connection just opened: the versions negotiated and every API the broker advertised.
+pub(super) type Opened = (Connection, NegotiatedVersions, BTreeMap<i16, (i16, i16)>);
+
 /// ApiVersions, then the highest common version of each API the client implements.
-async fn negotiate(conn: &mut Connection) -> Result<NegotiatedVersions, KafkaError> {
+async fn negotiate(
+    conn: &mut Connection,
+) -> Result<(NegotiatedVersions, BTreeMap<i16, (i16, i16)>), KafkaError> {
     let mut version = API_VERSIONS_RANGE.1;
     let mut retried = false;
     loop {
@@ -329,7 +349,7 @@ async fn negotiate(conn: &mut Connection) -> Result<NegotiatedVersions, KafkaErr
                 broker: broker.get(&(key as i16)).map(|&r| range(r)),
             })
         };
-        return Ok(NegotiatedVersions {
+        let versions = NegotiatedVersions {
             api_versions: version,
             metadata: required(ApiKey::Metadata, "Metadata", METADATA_RANGE)?,
             describe_configs: required(
@@ -339,11 +359,21 @@ async fn negotiate(conn: &mut Connection) -> Result<NegotiatedVersions, KafkaErr
             )?,
             describe_cluster: pick(ApiKey::DescribeCluster, DESCRIBE_CLUSTER_RANGE),
             list_reassignments: pick(ApiKey::ListPartitionReassignments, LIST_REASSIGNMENTS_RANGE),
-        });
+            alter_reassignments: pick(
+                ApiKey::AlterPartitionReassignments,
+                ALTER_REASSIGNMENTS_RANGE,
+            ),
+            incremental_alter_configs: pick(
+                ApiKey::IncrementalAlterConfigs,
+                INCREMENTAL_ALTER_CONFIGS_RANGE,
+            ),
+            elect_leaders: pick(ApiKey::ElectLeaders, ELECT_LEADERS_RANGE),
+        };
+        return Ok((versions, broker));
     }
 }
 
-fn range((min, max): (i16, i16)) -> String {
+pub(super) fn range((min, max): (i16, i16)) -> String {
     format!("{min}..={max}")
 }
 
@@ -563,7 +593,7 @@ fn from_metadata(metadata: MetadataResponse) -> Snapshot {
 
 /// Which registered broker the connection reaches: the one advertising the dialled
 /// `host:port`, or the socket's peer address. `None` if not exactly one matches.
-fn identify(addr: &str, peer: Option<SocketAddr>, brokers: &[Broker]) -> Option<i32> {
+pub(super) fn identify(addr: &str, peer: Option<SocketAddr>, brokers: &[Broker]) -> Option<i32> {
     let (host, port) = super::split_host_port(addr)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port: i32 = port.parse().ok()?;
@@ -624,7 +654,7 @@ async fn describe_configs(
 }
 
 /// A broker's error message, `None` when absent or empty.
-fn message(m: Option<&StrBytes>) -> Option<String> {
+pub(super) fn message(m: Option<&StrBytes>) -> Option<String> {
     m.map(|m| m.trim().to_owned()).filter(|m| !m.is_empty())
 }
 

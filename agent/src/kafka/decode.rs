@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, DescribeClusterResponse, DescribeConfigsResponse,
+    AlterPartitionReassignmentsResponse, ApiKey, ApiVersionsResponse, DescribeClusterResponse,
+    DescribeConfigsResponse, ElectLeadersResponse, IncrementalAlterConfigsResponse,
     ListPartitionReassignmentsResponse, MetadataResponse,
 };
 use kafka_protocol::protocol::Decodable;
@@ -20,6 +21,12 @@ pub(crate) const METADATA_RANGE: (i16, i16) = (1, 13);
 pub(crate) const DESCRIBE_CONFIGS_RANGE: (i16, i16) = (1, 4);
 pub(crate) const DESCRIBE_CLUSTER_RANGE: (i16, i16) = (0, 2);
 pub(crate) const LIST_REASSIGNMENTS_RANGE: (i16, i16) = (0, 0);
+/// v1 adds `AllowReplicationFactorChange`, which the client sets to false: a rack move
+/// never changes a partition's replication factor, so a request that would is refused.
+pub(crate) const ALTER_REASSIGNMENTS_RANGE: (i16, i16) = (0, 1);
+pub(crate) const INCREMENTAL_ALTER_CONFIGS_RANGE: (i16, i16) = (0, 1);
+/// v0 elects the preferred leader only (no election type), which is the one kpool asks.
+pub(crate) const ELECT_LEADERS_RANGE: (i16, i16) = (0, 2);
 
 /// A decoded response of one of the APIs the agent asks.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +36,9 @@ pub enum Response {
     DescribeConfigs(DescribeConfigsResponse),
     DescribeCluster(DescribeClusterResponse),
     ListPartitionReassignments(ListPartitionReassignmentsResponse),
+    AlterPartitionReassignments(AlterPartitionReassignmentsResponse),
+    IncrementalAlterConfigs(IncrementalAlterConfigsResponse),
+    ElectLeaders(ElectLeadersResponse),
 }
 
 /// Why a response body could not be decoded.
@@ -40,14 +50,24 @@ pub struct DecodeError {
     pub detail: String,
 }
 
-/// The APIs the client asks and the versions it implements for each.
-pub fn supported() -> [(ApiKey, (i16, i16)); 5] {
+/// The APIs the client asks and the versions it implements for each: the snapshot's five,
+/// then the admin requests of `racks apply` (appended, so the fuzz seeds' API indices stay).
+pub fn supported() -> [(ApiKey, (i16, i16)); 8] {
     [
         (ApiKey::ApiVersions, API_VERSIONS_RANGE),
         (ApiKey::Metadata, METADATA_RANGE),
         (ApiKey::DescribeConfigs, DESCRIBE_CONFIGS_RANGE),
         (ApiKey::DescribeCluster, DESCRIBE_CLUSTER_RANGE),
         (ApiKey::ListPartitionReassignments, LIST_REASSIGNMENTS_RANGE),
+        (
+            ApiKey::AlterPartitionReassignments,
+            ALTER_REASSIGNMENTS_RANGE,
+        ),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            INCREMENTAL_ALTER_CONFIGS_RANGE,
+        ),
+        (ApiKey::ElectLeaders, ELECT_LEADERS_RANGE),
     ]
 }
 
@@ -80,8 +100,17 @@ pub fn decode_response(key: ApiKey, version: i16, body: Bytes) -> Result<Respons
         ApiKey::DescribeCluster => {
             decode_body(&wire::DESCRIBE_CLUSTER, version, body).map(Response::DescribeCluster)
         }
-        _ => decode_body(&wire::LIST_REASSIGNMENTS, version, body)
+        ApiKey::ListPartitionReassignments => decode_body(&wire::LIST_REASSIGNMENTS, version, body)
             .map(Response::ListPartitionReassignments),
+        ApiKey::AlterPartitionReassignments => {
+            decode_body(&wire::ALTER_REASSIGNMENTS, version, body)
+                .map(Response::AlterPartitionReassignments)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            decode_body(&wire::INCREMENTAL_ALTER_CONFIGS, version, body)
+                .map(Response::IncrementalAlterConfigs)
+        }
+        _ => decode_body(&wire::ELECT_LEADERS, version, body).map(Response::ElectLeaders),
     };
     decoded.map_err(err)
 }

@@ -1,5 +1,7 @@
 //! Kafka admin client on the kafka-protocol crate: just enough of the protocol to take a
-//! [`Snapshot`](crate::snapshot::Snapshot) of the cluster for the health engine.
+//! [`Snapshot`](crate::snapshot::Snapshot) of the cluster for the health engine, and the
+//! admin requests the rack executor sends (`admin.rs`: reassignments, replication
+//! throttles, preferred-leader elections; routed to the controller).
 //!
 //! One connection to one bootstrap broker at a time (any broker answers Metadata,
 //! DescribeConfigs for topics and DescribeCluster). Per connection: ApiVersions once, then
@@ -9,6 +11,7 @@
 //! step is bounded by the configured timeout; any failure drops the connection so the next
 //! snapshot reconnects, trying the bootstrap addresses in turn.
 
+mod admin;
 mod client;
 mod conn;
 mod decode;
@@ -19,6 +22,11 @@ mod wire;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use admin::{
+    ADMIN_ATTEMPTS, ConfigAlteration, ConfigOp, ConfigResource, ELECTION_NOT_NEEDED,
+    NO_REASSIGNMENT_IN_PROGRESS, NOT_CONTROLLER, OngoingReassignment,
+    PREFERRED_LEADER_NOT_AVAILABLE, PartitionOutcome, Reassignment, ResourceOutcome,
+};
 pub use client::{KafkaClient, NegotiatedVersions};
 pub use conn::MAX_FRAME_BYTES;
 pub use decode::{DecodeError, Response, decode_response, supported};

@@ -321,6 +321,118 @@ pub(crate) static LIST_REASSIGNMENTS: Schema = Schema {
     flexible_since: 0,
 };
 
+// ---- AlterPartitionReassignmentsResponse (versions 0-1, always flexible) ----
+
+static REASSIGNABLE_PARTITION_RESPONSE: Struct = Struct {
+    name: "ReassignablePartitionResponse",
+    fields: &[
+        f("partition_index", Ty::I32, 0),
+        f("error_code", Ty::I16, 0),
+        f("error_message", Ty::Str, 0),
+    ],
+    tagged: &[],
+};
+static REASSIGNABLE_TOPIC_RESPONSE: Struct = Struct {
+    name: "ReassignableTopicResponse",
+    fields: &[
+        f("name", Ty::Str, 0),
+        f(
+            "partitions",
+            Ty::Structs(&REASSIGNABLE_PARTITION_RESPONSE),
+            0,
+        ),
+    ],
+    tagged: &[],
+};
+static ALTER_REASSIGNMENTS_RESPONSE: Struct = Struct {
+    name: "AlterPartitionReassignmentsResponse",
+    fields: &[
+        f("throttle_time_ms", Ty::I32, 0),
+        f("allow_replication_factor_change", Ty::Bool, 1),
+        f("error_code", Ty::I16, 0),
+        f("error_message", Ty::Str, 0),
+        f("responses", Ty::Structs(&REASSIGNABLE_TOPIC_RESPONSE), 0),
+    ],
+    tagged: &[],
+};
+/// AlterPartitionReassignmentsResponse.
+pub(crate) static ALTER_REASSIGNMENTS: Schema = Schema {
+    root: &ALTER_REASSIGNMENTS_RESPONSE,
+    flexible_since: 0,
+};
+
+// ---- IncrementalAlterConfigsResponse (versions 0-1, flexible from 1) ----
+
+static ALTER_CONFIGS_RESOURCE_RESPONSE: Struct = Struct {
+    name: "AlterConfigsResourceResponse",
+    fields: &[
+        f("error_code", Ty::I16, 0),
+        f("error_message", Ty::Str, 0),
+        f("resource_type", Ty::I8, 0),
+        f("resource_name", Ty::Str, 0),
+    ],
+    tagged: &[],
+};
+static INCREMENTAL_ALTER_CONFIGS_RESPONSE: Struct = Struct {
+    name: "IncrementalAlterConfigsResponse",
+    fields: &[
+        f("throttle_time_ms", Ty::I32, 0),
+        f(
+            "responses",
+            Ty::Structs(&ALTER_CONFIGS_RESOURCE_RESPONSE),
+            0,
+        ),
+    ],
+    tagged: &[],
+};
+/// IncrementalAlterConfigsResponse.
+pub(crate) static INCREMENTAL_ALTER_CONFIGS: Schema = Schema {
+    root: &INCREMENTAL_ALTER_CONFIGS_RESPONSE,
+    flexible_since: 1,
+};
+
+// ---- ElectLeadersResponse (versions 0-2, flexible from 2) ----
+
+static ELECTION_PARTITION_RESULT: Struct = Struct {
+    name: "PartitionResult",
+    fields: &[
+        f("partition_id", Ty::I32, 0),
+        f("error_code", Ty::I16, 0),
+        f("error_message", Ty::Str, 0),
+    ],
+    tagged: &[],
+};
+static REPLICA_ELECTION_RESULT: Struct = Struct {
+    name: "ReplicaElectionResult",
+    fields: &[
+        f("topic", Ty::Str, 0),
+        f(
+            "partition_result",
+            Ty::Structs(&ELECTION_PARTITION_RESULT),
+            0,
+        ),
+    ],
+    tagged: &[],
+};
+static ELECT_LEADERS_RESPONSE: Struct = Struct {
+    name: "ElectLeadersResponse",
+    fields: &[
+        f("throttle_time_ms", Ty::I32, 0),
+        f("error_code", Ty::I16, 1),
+        f(
+            "replica_election_results",
+            Ty::Structs(&REPLICA_ELECTION_RESULT),
+            0,
+        ),
+    ],
+    tagged: &[],
+};
+/// ElectLeadersResponse.
+pub(crate) static ELECT_LEADERS: Schema = Schema {
+    root: &ELECT_LEADERS_RESPONSE,
+    flexible_since: 2,
+};
+
 /// Walk `body` as `schema` at `version`; the walk must consume every byte. Errors name the
 /// field and byte offset where the body stopped making sense.
 pub(crate) fn check(schema: &Schema, version: i16, body: &[u8]) -> Result<(), String> {
@@ -715,6 +827,76 @@ mod tests {
     }
 
     #[test]
+    fn alter_reassignments_walk_matches_kafka_protocol_in_every_version() {
+        use kafka_protocol::messages::AlterPartitionReassignmentsResponse;
+        use kafka_protocol::messages::alter_partition_reassignments_response::{
+            ReassignablePartitionResponse, ReassignableTopicResponse,
+        };
+        for v in 0..=1 {
+            let m = AlterPartitionReassignmentsResponse::default()
+                .with_allow_replication_factor_change(v == 0)
+                .with_error_message(None)
+                .with_responses(vec![
+                    ReassignableTopicResponse::default()
+                        .with_name(TopicName(s("orders")))
+                        .with_partitions(vec![
+                            ReassignablePartitionResponse::default()
+                                .with_partition_index(3)
+                                .with_error_message(None),
+                            ReassignablePartitionResponse::default()
+                                .with_partition_index(4)
+                                .with_error_code(85)
+                                .with_error_message(Some(s("no reassignment"))),
+                        ]),
+                ]);
+            roundtrip(&ALTER_REASSIGNMENTS, &m, v);
+        }
+    }
+
+    #[test]
+    fn incremental_alter_configs_walk_matches_kafka_protocol_in_every_version() {
+        use kafka_protocol::messages::IncrementalAlterConfigsResponse;
+        use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+        for v in 0..=1 {
+            let m = IncrementalAlterConfigsResponse::default().with_responses(vec![
+                AlterConfigsResourceResponse::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("7")),
+                AlterConfigsResourceResponse::default()
+                    .with_error_code(3)
+                    .with_error_message(Some(s("unknown topic")))
+                    .with_resource_type(2)
+                    .with_resource_name(s("orders")),
+            ]);
+            roundtrip(&INCREMENTAL_ALTER_CONFIGS, &m, v);
+        }
+    }
+
+    #[test]
+    fn elect_leaders_walk_matches_kafka_protocol_in_every_version() {
+        use kafka_protocol::messages::ElectLeadersResponse;
+        use kafka_protocol::messages::elect_leaders_response::{
+            PartitionResult, ReplicaElectionResult,
+        };
+        for v in 0..=2 {
+            let m = ElectLeadersResponse::default()
+                .with_error_code(if v >= 1 { 41 } else { 0 })
+                .with_replica_election_results(vec![
+                    ReplicaElectionResult::default()
+                        .with_topic(TopicName(s("orders")))
+                        .with_partition_result(vec![
+                            PartitionResult::default().with_partition_id(0),
+                            PartitionResult::default()
+                                .with_partition_id(1)
+                                .with_error_code(84)
+                                .with_error_message(Some(s("not needed"))),
+                        ]),
+                ]);
+            roundtrip(&ELECT_LEADERS, &m, v);
+        }
+    }
+
+    #[test]
     fn absurd_array_lengths_are_rejected_before_any_allocation() {
         // MetadataResponse v1: brokers array claiming i32::MAX elements.
         let mut body = i32::MAX.to_be_bytes().to_vec();
@@ -806,6 +988,13 @@ mod tests {
             }
             let _ = check(&DESCRIBE_CONFIGS, 4, &body);
             let _ = check(&DESCRIBE_CLUSTER, 1, &body);
+            for v in 0..=1 {
+                let _ = check(&ALTER_REASSIGNMENTS, v, &body);
+                let _ = check(&INCREMENTAL_ALTER_CONFIGS, v, &body);
+            }
+            for v in 0..=2 {
+                let _ = check(&ELECT_LEADERS, v, &body);
+            }
         }
     }
 }
