@@ -14,6 +14,7 @@ use kpool_agent::kafka::{KafkaClient, KafkaConfig, parse_bootstrap};
 use kpool_mesh::apply;
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_mesh::client::{self, ClientOptions};
+use kpool_mesh::serve::pods::KubePods;
 use kpool_mesh::serve::{self, MembershipOptions, MeshMetrics, ServeConfig};
 use kpool_mesh::xds::bootstrap::{self, XdsBootstrapOptions};
 use kpool_policy::Policy;
@@ -72,6 +73,11 @@ struct ServeArgs {
     /// Take endpoints from pins and DNS only, never from the Kubernetes API.
     #[arg(long, env = "KPOOL_MESH_STANDALONE")]
     standalone: bool,
+    /// The policy `cluster` whose broker pods this Kubernetes API shows (their running
+    /// pods' IPs are served; other brokers are resolved by name); default: the first
+    /// policy's.
+    #[arg(long, env = "KPOOL_MESH_KUBERNETES_CLUSTER")]
+    kubernetes_cluster: Option<String>,
     /// Reach broker ID's sidecar at HOST:PORT instead of its INTERNAL host at
     /// mesh.mtlsPort. Repeat for several brokers.
     #[arg(long = "endpoint", env = "KPOOL_MESH_ENDPOINTS", value_delimiter = ',', value_name = "ID=HOST:PORT", value_parser = parse_endpoint)]
@@ -344,11 +350,22 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    if !a.standalone {
-        tracing::info!(
-            "pod endpoints from the Kubernetes API are not built yet: endpoints come from pins and DNS, as with --standalone"
-        );
-    }
+    let local_cluster = if a.standalone {
+        None
+    } else {
+        a.kubernetes_cluster
+            .clone()
+            .or_else(|| policies.first().map(|p| p.spec().cluster.clone()))
+    };
+    let pod_namespaces: Vec<String> = match (&a.namespace, &local_cluster) {
+        (Some(ns), _) => vec![ns.clone()],
+        (None, Some(local)) => policies
+            .iter()
+            .filter(|p| p.spec().cluster == *local)
+            .flat_map(|p| p.spec().brokers.namespaces.clone())
+            .collect(),
+        (None, None) => Vec::new(),
+    };
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => {
             let read = |p: &PathBuf, flag: &str| {
@@ -377,15 +394,26 @@ fn run_serve(a: ServeArgs) -> Result<()> {
             endpoints_file: a.endpoints_file,
             poll_interval: a.poll_interval,
             backoff: (Duration::from_millis(500), Duration::from_secs(30)),
+            local_cluster: local_cluster.clone(),
         },
         kafka,
         tls,
+        pods: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let mut config = config;
     runtime.block_on(async {
+        if local_cluster.is_some() {
+            let client = kube::Client::try_default()
+                .await
+                .context("connect to the Kubernetes API (or pass --standalone)")?;
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let (pods, _task) = KubePods::watch(client, pod_namespaces, wake.clone());
+            config.pods = Some((Arc::new(pods), wake));
+        }
         let xds = serve::bind("--listen", a.listen).await?;
         let http = match a.metrics_listen {
             Some(addr) => Some(serve::bind("--metrics-listen", addr).await?),

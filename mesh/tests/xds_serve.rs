@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kpool_agent::kafka::{KafkaClient, KafkaConfig};
 use kpool_mesh::client::ClientOptions;
+use kpool_mesh::serve::pods::{KubePods, PodAddresses};
 use kpool_mesh::serve::{self, MembershipOptions, MeshMetrics, ServeConfig};
 use kpool_mesh::xds::ResourceType;
 use kpool_policy::{DEFAULT_POLICY_YAML, Policy};
@@ -33,6 +34,14 @@ struct Running {
 
 impl Running {
     async fn start(kafka: Option<&TestKafka>, endpoints_file: Option<PathBuf>) -> Self {
+        Self::start_with(kafka, endpoints_file, None).await
+    }
+
+    async fn start_with(
+        kafka: Option<&TestKafka>,
+        endpoints_file: Option<PathBuf>,
+        pods: Option<(Arc<dyn PodAddresses>, Arc<tokio::sync::Notify>)>,
+    ) -> Self {
         let xds = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -62,9 +71,11 @@ impl Running {
                 endpoints_file,
                 poll_interval: Duration::from_millis(200),
                 backoff: (Duration::from_millis(100), Duration::from_millis(400)),
+                local_cluster: pods.as_ref().map(|_| "k8s-a".to_owned()),
             },
             kafka,
             tls: None,
+            pods,
         };
         let metrics = Arc::new(MeshMetrics::default());
         let audit = Arc::new(Mutex::new(Vec::new()));
@@ -329,4 +340,77 @@ fn the_endpoints_file_names_its_bad_line() {
     assert_eq!(e, "line 2: broker 0 is pinned twice");
     let ok = serve::membership::parse_endpoints_file("7=[::1]:9443 # v6\n").expect("ok");
     assert_eq!(ok[&7].host, "::1");
+}
+
+fn pod(name: &str, namespace: &str, phase: &str, ip: Option<&str>) -> serde_json::Value {
+    let mut status = serde_json::json!({"phase": phase});
+    if let Some(ip) = ip {
+        status["podIP"] = serde_json::json!(ip);
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+        "spec": {"containers": [{"name": "kafka", "image": "kafka"}]},
+        "status": status,
+    })
+}
+
+/// Brokers of this Kubernetes cluster get their running pod's IP at the mTLS port, pushed
+/// as soon as the watch sees a new one; a pod not running yet has no endpoint; pods of
+/// other namespaces are not looked at; a pin still wins.
+#[tokio::test]
+async fn local_broker_pods_are_reached_at_their_running_ip() {
+    let api = kpool_testkit::fake_api::FakeApi::default();
+    api.set_pods(vec![
+        pod("kafka-0", "streaming", "Running", Some("10.1.0.10")),
+        pod("kafka-1", "streaming", "Pending", None),
+        pod("kafka-2", "other", "Running", Some("10.9.9.9")),
+    ]);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (pods, watch) = KubePods::watch(api.client(), vec!["streaming".to_owned()], wake.clone());
+    let kafka = TestKafka::start(ClusterState::healthy(4, &[], &[])).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("endpoints");
+    std::fs::write(&file, "3=127.0.0.1:19003\n").expect("write");
+    let running = Running::start_with(Some(&kafka), Some(file), Some((Arc::new(pods), wake))).await;
+    let envoy = GrpcEnvoy::connect(running.xds, FakeEnvoy::new("app")).await;
+    envoy
+        .wait("kafka-0 at its pod IP", |e| {
+            e.endpoint_addrs().get("kafka-stretch-0").map(Vec::as_slice)
+                == Some(&["10.1.0.10:9443".to_owned()][..])
+        })
+        .await;
+    {
+        let e = envoy.state.lock().expect("state");
+        let addrs = e.endpoint_addrs();
+        assert!(
+            addrs["kafka-stretch-1"].is_empty(),
+            "not running: no endpoint"
+        );
+        assert!(
+            addrs["kafka-stretch-2"].is_empty(),
+            "another namespace's pod is not it"
+        );
+        assert_eq!(
+            addrs["kafka-stretch-3"],
+            ["127.0.0.1:19003"],
+            "the pin wins"
+        );
+    }
+    // Rescheduled: the new IP is pushed at once (well before the next Kafka poll).
+    api.add_pod(pod("kafka-1", "streaming", "Running", Some("10.1.0.11")));
+    envoy
+        .wait("kafka-1 running", |e| {
+            e.endpoint_addrs()["kafka-stretch-1"] == ["10.1.0.11:9443"]
+        })
+        .await;
+    api.add_pod(pod("kafka-0", "streaming", "Running", Some("10.1.0.20")));
+    envoy
+        .wait("kafka-0 moved", |e| {
+            e.endpoint_addrs()["kafka-stretch-0"] == ["10.1.0.20:9443"]
+        })
+        .await;
+    watch.abort();
+    running.shutdown().await;
 }

@@ -23,10 +23,11 @@ use kpool_agent::backoff::Backoff;
 use kpool_agent::kafka::KafkaClient;
 use kpool_policy::Policy;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::client::{self, ClientOptions, Endpoint, parse_endpoint_flag};
 use crate::serve::metrics::MeshMetrics;
+use crate::serve::pods::{NoPods, PodAddresses};
 use crate::xds::{Member, ResourceType, Snapshot};
 
 /// How long one host name may take to resolve.
@@ -58,6 +59,10 @@ pub struct MembershipOptions {
     pub poll_interval: Duration,
     /// Backoff of a failing Kafka poll: from `initial` doubling to `max`.
     pub backoff: (Duration, Duration),
+    /// The policy `cluster` whose broker pods the Kubernetes API of this process shows:
+    /// their addresses come from the pods ([`crate::serve::pods`]), the other brokers'
+    /// from DNS.
+    pub local_cluster: Option<String>,
 }
 
 /// Parses an endpoints file: `ID=HOST:PORT` per line; blank lines and `#` comments are
@@ -90,6 +95,8 @@ pub struct Membership {
     file_text: Option<String>,
     stale: bool,
     generation: u64,
+    pods: Arc<dyn PodAddresses>,
+    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -121,7 +128,17 @@ impl Membership {
             file_text: None,
             stale: false,
             generation: 0,
+            pods: Arc::new(NoPods),
+            wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Takes the addresses of this Kubernetes cluster's broker pods from `pods`, with a
+    /// round as soon as `wake` is notified (a pod's address changed).
+    pub fn with_pods(mut self, pods: Arc<dyn PodAddresses>, wake: Arc<Notify>) -> Self {
+        self.pods = pods;
+        self.wake = wake;
+        self
     }
 
     /// Follows membership until `stop` turns true; the publisher is dropped on return, which
@@ -145,10 +162,17 @@ impl Membership {
                     break;
                 }
                 let wait = FILE_CHECK.min(deadline - now);
-                if kpool_agent::backoff::sleep_or_stop(wait, &mut stop).await {
-                    return;
-                }
-                if self.ids.is_some() && self.reload_file() {
+                let wake = self.wake.clone();
+                let woken = tokio::select! {
+                    stopping = kpool_agent::backoff::sleep_or_stop(wait, &mut stop) => {
+                        if stopping {
+                            return;
+                        }
+                        false
+                    }
+                    () = wake.notified() => true,
+                };
+                if self.ids.is_some() && (self.reload_file() || woken) {
                     let _ = self.round(false).await;
                 }
             }
@@ -212,7 +236,15 @@ impl Membership {
         }
         let mut members = Vec::with_capacity(routes.len());
         for route in routes {
-            let addresses = resolve(&route).await;
+            let pod = if pins.contains_key(&route.broker_id) {
+                None
+            } else {
+                self.local_pod_ip(route.broker_id)
+            };
+            let addresses = match pod {
+                Some(ip) => vec![SocketAddr::new(ip, route.upstream_port)],
+                None => resolve(&route).await,
+            };
             members.push(Member { route, addresses });
         }
         let snapshot = match Snapshot::build(members, &self.options.config_dir) {
@@ -239,6 +271,14 @@ impl Membership {
         );
         self.publish.send_replace(Some(snapshot));
         Ok(())
+    }
+
+    /// The address of broker `id`'s pod, when its policy is this Kubernetes cluster's and
+    /// the pod runs with an IP.
+    fn local_pod_ip(&self, id: i32) -> Option<IpAddr> {
+        let local = self.options.local_cluster.as_deref()?;
+        let (namespace, pod) = broker_pod(&self.options.policies, &self.options.routes, id, local)?;
+        self.pods.pod_ip(&namespace, &pod)
     }
 
     async fn poll_kafka(&mut self) {
@@ -355,6 +395,34 @@ pub fn routes_for(
         }
     }
     (routes, skipped)
+}
+
+/// The namespace and name of broker `id`'s pod, when the policy holding it is of
+/// Kubernetes cluster `local`: pod `<statefulset>-<id - idBase>` in `--namespace` or the
+/// policy's only broker namespace.
+pub fn broker_pod(
+    policies: &[Policy],
+    template: &ClientOptions,
+    id: i32,
+    local: &str,
+) -> Option<(String, String)> {
+    let policy = policies.iter().find(|p| {
+        u64::try_from(id)
+            .ok()
+            .zip(kpool_policy::mesh::id_range(p.spec()))
+            .is_some_and(|(id, r)| r.contains(&id))
+    })?;
+    let spec = policy.spec();
+    if spec.cluster != local {
+        return None;
+    }
+    let ordinal = i64::from(id) - i64::from(spec.brokers.id_base);
+    let namespace = match (&template.namespace, spec.brokers.namespaces.as_slice()) {
+        (Some(ns), _) => ns.clone(),
+        (None, [only]) => only.clone(),
+        _ => return None,
+    };
+    Some((namespace, format!("{}-{ordinal}", template.statefulset)))
 }
 
 /// The addresses of a route's upstream: itself when an IP, else its host name resolved

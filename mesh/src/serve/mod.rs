@@ -10,6 +10,7 @@
 
 pub mod membership;
 pub mod metrics;
+pub mod pods;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub struct ServeConfig {
     pub kafka: Option<KafkaClient>,
     /// TLS of the ADS listener (none: plaintext gRPC).
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Broker pods of this Kubernetes cluster and the signal that one changed (none:
+    /// `--standalone`).
+    pub pods: Option<(Arc<dyn pods::PodAddresses>, Arc<tokio::sync::Notify>)>,
 }
 
 /// Why the control plane stopped with an error.
@@ -76,6 +80,10 @@ pub async fn run(
         metrics.clone(),
         audit,
     );
+    let membership = match config.pods {
+        Some((pods, wake)) => membership.with_pods(pods, wake),
+        None => membership,
+    };
     let membership = tokio::spawn(membership.run(stopped));
     let registry = Arc::new(metrics.registry());
     let http = http.map(|listener| {
