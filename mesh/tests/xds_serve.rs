@@ -358,7 +358,8 @@ fn pod(name: &str, namespace: &str, phase: &str, ip: Option<&str>) -> serde_json
 
 /// Brokers of this Kubernetes cluster get their running pod's IP at the mTLS port, pushed
 /// as soon as the watch sees a new one; a pod not running yet has no endpoint; pods of
-/// other namespaces are not looked at; a pin still wins.
+/// other namespaces are not looked at (the watches are per broker namespace, so a Role in
+/// each is all the RBAC it needs); a pin still wins.
 #[tokio::test]
 async fn local_broker_pods_are_reached_at_their_running_ip() {
     let api = kpool_testkit::fake_api::FakeApi::default();
@@ -368,7 +369,11 @@ async fn local_broker_pods_are_reached_at_their_running_ip() {
         pod("kafka-2", "other", "Running", Some("10.9.9.9")),
     ]);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let (pods, watch) = KubePods::watch(api.client(), vec!["streaming".to_owned()], wake.clone());
+    let (pods, watch) = KubePods::watch(
+        api.client(),
+        vec!["streaming".to_owned(), "kafka-eu".to_owned()],
+        wake.clone(),
+    );
     let kafka = TestKafka::start(ClusterState::healthy(4, &[], &[])).await;
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("endpoints");
@@ -411,6 +416,17 @@ async fn local_broker_pods_are_reached_at_their_running_ip() {
             e.endpoint_addrs()["kafka-stretch-0"] == ["10.1.0.20:9443"]
         })
         .await;
+    // Only the broker namespaces' pods were ever asked for, never every namespace's.
+    let paths: std::collections::BTreeSet<String> = api.log().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/namespaces/kafka-eu/pods",
+            "/api/v1/namespaces/streaming/pods"
+        ]
+        .map(str::to_owned)
+        .into(),
+    );
     watch.abort();
     running.shutdown().await;
 }

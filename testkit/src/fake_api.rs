@@ -1,5 +1,6 @@
 //! A fake Kubernetes API server behind a kube-rs `tower-test` mock service, faithful to
-//! what the agent's code paths see: pod and node lists (field-selected), watches that stay
+//! what the agent's code paths see: pod and node lists (field-selected; pods also per
+//! namespace, `/api/v1/namespaces/NS/pods`), watches that stay
 //! open until there is something to say (then answer with watch event lines and end, as
 //! an API server may), Evictions and pod deletions with scripted status codes, Events,
 //! Leases with optimistic concurrency;
@@ -32,6 +33,11 @@ struct State {
     pending: Vec<(&'static str, String)>,
     /// Open watches, per resource.
     parked: Vec<(&'static str, SendResponse<Response<Body>>)>,
+    /// Pod watch event lines not yet delivered to namespaced pod watches
+    /// (`/api/v1/namespaces/NS/pods`), per namespace.
+    ns_pending: Vec<(String, String)>,
+    /// Open namespaced pod watches, per namespace.
+    ns_parked: Vec<(String, SendResponse<Response<Body>>)>,
     eviction_codes: Vec<u16>,
     /// Evictions answer 429 (a PodDisruptionBudget that never allows it) once the scripted
     /// codes are used up, instead of 201.
@@ -228,6 +234,8 @@ impl FakeApi {
         s.pods.retain(|p| name_of(p) != name_of(&pod));
         s.pods.push(pod.clone());
         let line = json!({"type": "ADDED", "object": pod}).to_string();
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        s.ns_pending.push((namespace.to_owned(), line.clone()));
         s.pending.push(("pods", line));
         Self::flush(&mut s);
     }
@@ -241,6 +249,10 @@ impl FakeApi {
     pub fn go_down(&self) {
         self.down.store(true, Ordering::SeqCst);
         let parked: Vec<_> = self.lock().parked.drain(..).collect();
+        for (_, send) in parked {
+            send.send_error(refused());
+        }
+        let parked: Vec<_> = self.lock().ns_parked.drain(..).collect();
         for (_, send) in parked {
             send.send_error(refused());
         }
@@ -276,6 +288,28 @@ impl FakeApi {
             );
         }
         s.parked = still;
+        let mut still = Vec::new();
+        for (namespace, send) in std::mem::take(&mut s.ns_parked) {
+            let lines: Vec<String> = s
+                .ns_pending
+                .iter()
+                .filter(|(ns, _)| *ns == namespace)
+                .map(|(_, l)| format!("{l}\n"))
+                .collect();
+            if lines.is_empty() {
+                still.push((namespace, send));
+                continue;
+            }
+            s.ns_pending.retain(|(ns, _)| *ns != namespace);
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Body::from(lines.concat().into_bytes()))
+                    .expect("response"),
+            );
+        }
+        s.ns_parked = still;
     }
 
     /// A client whose requests this fake answers.
@@ -308,7 +342,36 @@ impl FakeApi {
                     "/api/v1/nodes" => Some("nodes"),
                     _ => None,
                 };
+                // The pods of one namespace (`/api/v1/namespaces/NS/pods`), listed and
+                // watched like every pod, filtered to NS.
+                let pods_of = path
+                    .strip_prefix("/api/v1/namespaces/")
+                    .and_then(|rest| rest.strip_suffix("/pods"))
+                    .filter(|ns| !ns.contains('/'))
+                    .map(str::to_owned);
                 let response = match (method.as_str(), resource) {
+                    ("GET", None) if pods_of.is_some() => {
+                        let namespace = pods_of.unwrap_or_default();
+                        if query.contains("watch=true") {
+                            s.ns_parked.push((namespace, send));
+                            Self::flush(&mut s);
+                            continue;
+                        }
+                        fake.lists.fetch_add(1, Ordering::SeqCst);
+                        s.ns_pending.retain(|(ns, _)| *ns != namespace);
+                        let items: Vec<Value> = s
+                            .pods
+                            .iter()
+                            .filter(|p| p["metadata"]["namespace"] == namespace.as_str())
+                            .cloned()
+                            .collect();
+                        respond(
+                            200,
+                            &json!({"apiVersion": "v1", "kind": "PodList",
+                                "metadata": {"resourceVersion": s.resource_version.to_string()},
+                                "items": items}),
+                        )
+                    }
                     (m, None) if path.starts_with("/apis/coordination.k8s.io/v1/") => {
                         lease_request(&mut s, m, &path, body)
                     }

@@ -61,24 +61,33 @@ pub fn running_ip(pod: &Pod) -> Option<IpAddr> {
 }
 
 impl KubePods {
-    /// Watches the pods of `namespaces` (read-only: list and watch), calling
+    /// Watches the pods of each of `namespaces` (read-only: list and watch, one watch per
+    /// namespace, so a Role in each broker namespace is all it needs), calling
     /// `changed.notify_one()` whenever a pod's address appears, changes or goes. The task
     /// runs until aborted; a broken watch starts over after a backoff, keeping the last
-    /// addresses meanwhile.
+    /// addresses of its namespace meanwhile.
     pub fn watch(
         client: kube::Client,
         namespaces: Vec<String>,
         changed: Arc<Notify>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let pods = Self::default();
-        let task = tokio::spawn(pods.clone().follow(client, namespaces, changed));
+        let mut namespaces = namespaces;
+        namespaces.sort();
+        namespaces.dedup();
+        let watches: Vec<_> = namespaces
+            .into_iter()
+            .map(|ns| pods.clone().follow(client.clone(), ns, changed.clone()))
+            .collect();
+        let task = tokio::spawn(async move {
+            futures::future::join_all(watches).await;
+        });
         (pods, task)
     }
 
-    async fn follow(self, client: kube::Client, namespaces: Vec<String>, changed: Arc<Notify>) {
-        // Every namespace's pods in one watch (what one read-only role allows); filtered
-        // here.
-        let api: kube::Api<Pod> = kube::Api::all(client);
+    /// Follows the pods of one namespace; only that namespace's entries are touched.
+    async fn follow(self, client: kube::Client, namespace: String, changed: Arc<Notify>) {
+        let api: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
         let mut retry =
             kpool_agent::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
@@ -88,46 +97,40 @@ impl KubePods {
                 let event = match event {
                     Ok(e) => e,
                     Err(e) => {
-                        tracing::warn!(error = %e, "pod watch error; keeping the last pod addresses, the watch starts over after a backoff");
+                        tracing::warn!(namespace, error = %e, "pod watch error; keeping the last pod addresses, the watch starts over after a backoff");
                         break;
                     }
                 };
                 retry.reset();
                 let key = |p: &Pod| {
                     (
-                        p.metadata.namespace.clone().unwrap_or_default(),
+                        namespace.clone(),
                         p.metadata.name.clone().unwrap_or_default(),
                     )
                 };
-                let wanted = |k: &(String, String)| namespaces.contains(&k.0);
                 let mut ips = self.ips.write().unwrap_or_else(|e| e.into_inner());
                 let before = ips.clone();
                 match event {
                     watcher::Event::Init => fresh = Some(BTreeMap::new()),
                     watcher::Event::InitApply(p) => {
-                        let k = key(&p);
-                        if let (Some(map), Some(ip), true) =
-                            (&mut fresh, running_ip(&p), wanted(&k))
-                        {
-                            map.insert(k, ip);
+                        if let (Some(map), Some(ip)) = (&mut fresh, running_ip(&p)) {
+                            map.insert(key(&p), ip);
                         }
                     }
                     watcher::Event::InitDone => {
                         if let Some(map) = fresh.take() {
-                            *ips = map;
+                            ips.retain(|(ns, _), _| *ns != namespace);
+                            ips.extend(map);
                         }
                     }
-                    watcher::Event::Apply(p) => {
-                        let k = key(&p);
-                        match (running_ip(&p), wanted(&k)) {
-                            (Some(ip), true) => {
-                                ips.insert(k, ip);
-                            }
-                            _ => {
-                                ips.remove(&k);
-                            }
+                    watcher::Event::Apply(p) => match running_ip(&p) {
+                        Some(ip) => {
+                            ips.insert(key(&p), ip);
                         }
-                    }
+                        None => {
+                            ips.remove(&key(&p));
+                        }
+                    },
                     watcher::Event::Delete(p) => {
                         ips.remove(&key(&p));
                     }
