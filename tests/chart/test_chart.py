@@ -4,14 +4,21 @@ invariants hold, and the rendered policy is accepted by kpool's own policy loade
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import helm_python as helm
 import pytest
 import yaml
 
-from kpoolchart import (CHART_DIR, EXAMPLES, NAMESPACE, Rendered, default_values, inject_with_policy,
+from kpoolchart import (CHART_DIR, EXAMPLES, NAMESPACE, REPO, Rendered, deep_merge, default_values, inject_with_policy,
                         lint, namespace_labels, render, selector_matches, tolerates, type_error)
 
 K8S_B_VALUES = yaml.safe_load((EXAMPLES / "values-k8s-b.yaml").read_text())
@@ -39,6 +46,17 @@ CASES: dict[str, tuple[dict, str, str]] = {
     "no-proxy-config": ({"proxyConfig": {"enabled": False}}, NAMESPACE, "kpool"),
     "two-broker-namespaces": ({"policy": {"brokers": {"namespaces": ["streaming", "kafka-eu"]}},
                                "proxyConfig": {"configMap": "broker-envoy"}}, NAMESPACE, "kpool"),
+    # The broker mesh's control plane: on, in two broker namespaces, with the other cluster's
+    # policy, TLS, required anti-affinity and its ServiceMonitor.
+    "mesh-control-plane": ({"meshControlPlane": {"enabled": True, "grpcPort": 18001, "metricsPort": 9191,
+                                                 "peerClusters": [{"cluster": "k8s-b", "idBase": 100}],
+                                                 "tls": {"secretName": "kpool-xds-tls"},
+                                                 "antiAffinity": "required"},
+                            "policy": {"brokers": {"namespaces": ["streaming", "kafka-eu"]}},
+                            "monitoring": {"serviceMonitor": {"enabled": True}}}, NAMESPACE, "kpool"),
+    "mesh-control-plane-standalone": ({"meshControlPlane": {"enabled": True, "standalone": True},
+                                       "kafka": {"bootstrap": "kafka.streaming.svc:9092"}},
+                                      NAMESPACE, "mesh"),
     # Another release name and namespace, a valueless pool taint, another opt-in label,
     # a pinned digest, extra guard allowances: names and selectors follow.
     "custom": ({"image": {"digest": "sha256:" + "ab" * 32, "tag": "0.1.1"},
@@ -108,8 +126,10 @@ def test_object_names_are_unique_and_namespaced_objects_are_in_the_release_names
         seen.add(key)
         if o.kind in cluster_scoped:
             assert o.namespace is None, o.ref()
-        elif o.kind in ("Role", "RoleBinding") and o.name == f"{r.fullname}-mesh-config":
-            # The mesh-config Job writes the sidecar's ConfigMap where the brokers are.
+        elif o.kind in ("Role", "RoleBinding") and o.name in (f"{r.fullname}-mesh-config",
+                                                                f"{r.fullname}-mesh-control-plane"):
+            # The mesh-config Job writes the sidecar's ConfigMap where the brokers are; the
+            # mesh control plane watches the broker pods there.
             assert o.namespace in r.merged["policy"]["brokers"]["namespaces"], o.ref()
         else:
             assert o.namespace == r.namespace, o.ref()
@@ -244,7 +264,18 @@ def test_rbac_has_no_wildcards_and_nothing_to_spare(case):
                 (("",), ("configmaps",), ("create", "patch"), (r.merged["proxyConfig"]["configMap"],))]
     else:
         assert not mesh_roles
-    roles = [o for o in roles if o not in mesh_roles]
+    # The mesh control plane: pods, read-only, in each broker namespace; no ClusterRole.
+    cp_roles = [o for o in r.of_kind("Role") + r.of_kind("ClusterRole")
+                if o.name == f"{fn}-mesh-control-plane"]
+    mcp = r.merged["meshControlPlane"]
+    if mcp["enabled"] and not mcp["standalone"]:
+        assert sorted((o.kind, o.namespace) for o in cp_roles) == sorted(("Role", ns) for ns in broker_namespaces)
+        for o in cp_roles:
+            assert [(tuple(x["apiGroups"]), tuple(x["resources"]), tuple(sorted(x["verbs"])))
+                    for x in o.doc["rules"]] == [(("",), ("pods",), ("list", "watch"))], o.ref()
+    else:
+        assert not cp_roles
+    roles = [o for o in roles if o not in mesh_roles and o not in cp_roles]
     if r.merged["certManager"]["enabled"]:
         assert {o.name for o in roles} == {f"{fn}-agent"}
     else:
@@ -385,7 +416,7 @@ def test_webhook_deployment_is_highly_available_and_drains_gracefully(case):
     assert spec["replicas"] == wv["replicas"] >= 2
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert selector_matches(spec["selector"], labels)
-    pdb = r.one("PodDisruptionBudget")
+    pdb = r.one("PodDisruptionBudget", f"{r.fullname}-webhook")
     assert selector_matches(pdb.doc["spec"]["selector"], labels)
     assert pdb.doc["spec"]["maxUnavailable"] == 1
     spread = {t["topologyKey"]: t for t in pod["topologySpreadConstraints"]}
@@ -532,9 +563,12 @@ def test_monitoring_switches(case):
     r = rendered(case)
     m = r.merged["monitoring"]
     sms, pms = r.of_kind("ServiceMonitor"), r.of_kind("PodMonitor")
-    assert len(sms) == int(m["serviceMonitor"]["enabled"]) and len(pms) == int(m["podMonitor"]["enabled"])
+    mesh = int(r.merged["meshControlPlane"]["enabled"])
+    assert len(sms) == int(m["serviceMonitor"]["enabled"]) * (1 + mesh)
+    assert len(pms) == int(m["podMonitor"]["enabled"])
     for sm in sms:
-        svc = r.one("Service", f"{r.fullname}-webhook")
+        svc = r.one("Service", sm.name)
+        assert sm.name in (f"{r.fullname}-webhook", f"{r.fullname}-mesh-control-plane"), sm.ref()
         assert selector_matches(sm.doc["spec"]["selector"], svc.labels)
         assert sm.doc["spec"]["endpoints"][0]["port"] == "metrics"
         assert m["serviceMonitor"]["labels"].items() <= sm.labels.items()
@@ -686,6 +720,222 @@ def test_mesh_config_job_renders_the_policy_into_the_sidecars_configmap(case):
         assert {"name": "kpool-proxy-config", "configMap": {"name": "kpool-proxy-config"}} in volumes
 
 
+# ---------------------------------------------------------------------------------------------
+# The broker mesh's control plane (meshControlPlane).
+
+MESH_CP_CASES = [c for c in ALL if CASES[c][0].get("meshControlPlane", {}).get("enabled")]
+
+
+@functools.lru_cache(maxsize=None)
+def kpool_mesh(*args: str) -> subprocess.CompletedProcess:
+    """`cargo run -q -p kpool-mesh -- ARGS`: the binary the chart runs."""
+    cargo = shutil.which("cargo")
+    assert cargo, "cargo is not on PATH: the chart's flags must be checked against kpool-mesh itself"
+    return subprocess.run([cargo, "run", "-q", "-p", "kpool-mesh", "--", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e["value"] for e in container.get("env") or []}
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_mesh_control_plane_renders_nothing_when_disabled(case):
+    r = rendered(case)
+    mine = [o for o in r.objects if o.labels.get("app.kubernetes.io/component") == "mesh-control-plane"
+            or "mesh-control-plane" in o.name or "mesh-peers" in o.name]
+    if not r.merged["meshControlPlane"]["enabled"]:
+        assert not mine, [o.ref() for o in mine]
+        assert "kpool-mesh client-config" not in r.notes
+    else:
+        assert {o.kind for o in mine} >= {"ServiceAccount", "Deployment", "Service", "PodDisruptionBudget"}
+
+
+@pytest.mark.parametrize("case", MESH_CP_CASES)
+def test_mesh_control_plane_is_two_replicas_on_two_nodes_behind_a_service(case):
+    r = rendered(case)
+    m = r.merged["meshControlPlane"]
+    name = f"{r.fullname}-mesh-control-plane"
+    dep = r.one("Deployment", name)
+    spec = dep.doc["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    pod = spec["template"]["spec"]
+    assert spec["replicas"] == m["replicas"] == 2
+    assert selector_matches(spec["selector"], labels)
+    # No other Deployment's selector takes these pods, nor this one theirs.
+    for other in r.of_kind("Deployment"):
+        if other.name != name:
+            assert not selector_matches(other.doc["spec"]["selector"], labels), other.ref()
+            assert not selector_matches(spec["selector"], other.doc["spec"]["template"]["metadata"]["labels"])
+    # Replicas on different nodes, hard or soft; a rollout never waits for a node it cannot get.
+    anti = pod["affinity"]["podAntiAffinity"]
+    rolling = spec["strategy"]["rollingUpdate"]
+    if m["antiAffinity"] == "required":
+        [term] = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert (rolling["maxSurge"], rolling["maxUnavailable"]) == (0, 1)
+    else:
+        [weighted] = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        term = weighted["podAffinityTerm"]
+        assert (rolling["maxSurge"], rolling["maxUnavailable"]) == (1, 0)
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert selector_matches(term["labelSelector"], labels)
+    pdb = r.one("PodDisruptionBudget", name)
+    assert pdb.doc["spec"]["minAvailable"] == 1
+    assert selector_matches(pdb.doc["spec"]["selector"], labels)
+    assert not pod.get("tolerations"), "the control plane stays off the Kafka pool"
+    # Probes: ready once the first snapshot is served; alive while the process answers.
+    [c] = pod["containers"]
+    assert c["command"] == ["/usr/local/bin/kpool-mesh"] and c["args"][0] == "serve"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # The flags (by env var) listen where the container ports and the Service point.
+    env = env_of(c)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert env["KPOOL_MESH_LISTEN"] == f"0.0.0.0:{ports['grpc']}" and ports["grpc"] == m["grpcPort"]
+    assert env["KPOOL_MESH_METRICS_LISTEN"] == f"0.0.0.0:{ports['metrics']}" and ports["metrics"] == m["metricsPort"]
+    svc = r.one("Service", name)
+    assert selector_matches({"matchLabels": svc.doc["spec"]["selector"]}, labels)
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in svc.doc["spec"]["ports"]} == {
+        "grpc": (m["grpcPort"], "grpc"), "metrics": (m["metricsPort"], "metrics")}
+    # The policy ConfigMap, mounted as the webhook and the agent mount it.
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {mt["mountPath"]: mt for mt in c["volumeMounts"]}
+    assert vols[mounts["/etc/kpool/policy"]["name"]]["configMap"]["name"] == f"{r.fullname}-policy"
+    assert all(mt["readOnly"] for mt in c["volumeMounts"])
+    policies = env["KPOOL_MESH_POLICY"].split(",")
+    assert policies[0] == "/etc/kpool/policy/policy.yaml"
+    assert env["KPOOL_MESH_KUBERNETES_CLUSTER"] == r.merged["policy"]["cluster"]
+    webhook = r.one("Deployment", f"{r.fullname}-webhook").doc["spec"]["template"]["metadata"]
+    assert spec["template"]["metadata"]["annotations"]["checksum/policy"] == webhook["annotations"]["checksum/policy"]
+    # --kafka-bootstrap as the agent gets it: kafka.bootstrap, else the policy's.
+    expected = r.merged["kafka"]["bootstrap"] or ",".join(r.merged["policy"]["kafka"]["bootstrap"])
+    assert env["KPOOL_MESH_KAFKA_BOOTSTRAP"] == expected
+    peers = m["peerClusters"]
+    assert policies[1:] == [f"/etc/kpool/mesh-peers/{p['cluster']}.yaml" for p in peers]
+    if peers:
+        assert vols[mounts["/etc/kpool/mesh-peers"]["name"]]["configMap"]["name"] == f"{r.fullname}-mesh-peers"
+    # TLS: the Secret's files are the flags'.
+    if m["tls"]["secretName"]:
+        assert vols[mounts["/etc/kpool/xds-tls"]["name"]]["secret"]["secretName"] == m["tls"]["secretName"]
+        assert (env["KPOOL_MESH_TLS_CERT"], env["KPOOL_MESH_TLS_KEY"]) == (
+            "/etc/kpool/xds-tls/tls.crt", "/etc/kpool/xds-tls/tls.key")
+    else:
+        assert "KPOOL_MESH_TLS_CERT" not in env
+    # The Kubernetes API only when not standalone, and then with a token.
+    assert pod["automountServiceAccountToken"] is (not m["standalone"])
+    assert (env.get("KPOOL_MESH_STANDALONE") == "true") is m["standalone"]
+    assert r.one("ServiceAccount", name).doc["automountServiceAccountToken"] is False
+    for ns in r.merged["policy"]["brokers"]["namespaces"]:
+        rb = r.find("RoleBinding", name, ns)
+        assert (rb is not None) is (not m["standalone"]), ns
+        if rb is not None:
+            assert rb.doc["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                                           "namespace": r.namespace}]
+    assert not r.find("ClusterRole", name) and not r.find("ClusterRoleBinding", name)
+    # The NOTES show the client bootstrap that reaches this Service.
+    assert f"--xds {name}.{r.namespace}.svc:{m['grpcPort']}" in r.notes
+
+
+def test_mesh_control_plane_env_vars_are_kpool_mesh_serve_flags():
+    """Every variable the chart sets is one `kpool-mesh serve` reads (its --help names them)."""
+    helptext = kpool_mesh("serve", "--help")
+    assert helptext.returncode == 0, helptext.stderr
+    for case in MESH_CP_CASES:
+        r = rendered(case)
+        [c] = r.one("Deployment", f"{r.fullname}-mesh-control-plane").doc["spec"]["template"]["spec"]["containers"]
+        for var in env_of(c):
+            assert f"env: {var}=" in helptext.stdout, f"{case}: {var} is not a flag of kpool-mesh serve"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_kpool_mesh_serve_starts_from_the_charts_environment():
+    """The rendered container's command and environment, files remapped into a temporary
+    directory and ports onto free loopback ones, start `kpool-mesh serve`: alive at once, not
+    ready while its Kafka does not answer."""
+    import urllib.error
+    import urllib.request
+    r = rendered("mesh-control-plane-standalone")
+    [c] = r.one("Deployment", f"{r.fullname}-mesh-control-plane").doc["spec"]["template"]["spec"]["containers"]
+    env = env_of(c)
+    grpc, metrics = _free_port(), _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "policy").mkdir()
+        (Path(tmp) / "policy" / "policy.yaml").write_text(r.policy_text())
+        env["KPOOL_MESH_POLICY"] = env["KPOOL_MESH_POLICY"].replace("/etc/kpool", tmp)
+        env["KPOOL_MESH_LISTEN"] = f"127.0.0.1:{grpc}"
+        env["KPOOL_MESH_METRICS_LISTEN"] = f"127.0.0.1:{metrics}"
+        env["KPOOL_MESH_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{_free_port()}"
+        assert kpool_mesh("--version").returncode == 0  # built
+        binary = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "debug" / "kpool-mesh"
+        proc = subprocess.Popen([str(binary), *c["args"]], env={"PATH": os.environ.get("PATH", ""), **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            def get(path):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}{path}", timeout=2) as resp:
+                        return resp.status
+                except urllib.error.HTTPError as e:
+                    return e.code
+                except OSError:
+                    return None
+            deadline = time.time() + 30
+            while get("/healthz") != 200:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.time() < deadline, "kpool-mesh serve did not answer /healthz"
+                time.sleep(0.1)
+            assert get("/readyz") == 503
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_mesh_peer_policies_are_the_other_clusters_policies():
+    # k8s-a's release with k8s-b as its peer renders exactly k8s-b's policy, and back.
+    a = render("peer-b", {"meshControlPlane": {"enabled": True, "peerClusters": [{"cluster": "k8s-b", "idBase": 100}]}})
+    b = render("peer-a", deep_merge(K8S_B_VALUES, {"meshControlPlane": {
+        "enabled": True, "peerClusters": [{"cluster": "k8s-a", "idBase": 0}]}}))
+    peer_b = a.one("ConfigMap", "kpool-mesh-peers").doc["data"]["k8s-b.yaml"]
+    peer_a = b.one("ConfigMap", "kpool-mesh-peers").doc["data"]["k8s-a.yaml"]
+    assert yaml.safe_load(peer_b) == rendered("k8s-b").policy()
+    assert yaml.safe_load(peer_a) == rendered("defaults").policy()
+    # Namespaces, when given, are the peer's.
+    r = rendered("mesh-control-plane")
+    peer = yaml.safe_load(r.one("ConfigMap", "kpool-mesh-peers").doc["data"]["k8s-b.yaml"])
+    assert peer["brokers"]["namespaces"] == ["streaming", "kafka-eu"]
+    # kpool-mesh itself loads the pair (and checks the brokers' ports are disjoint).
+    with tempfile.TemporaryDirectory() as tmp:
+        pa, pb = Path(tmp) / "a.yaml", Path(tmp) / "b.yaml"
+        pa.write_text(a.policy_text())
+        pb.write_text(peer_b)
+        name = "kpool-mesh-control-plane.kpool-system.svc:18000"
+        out = kpool_mesh("client-config", "--policy", str(pa), "--policy", str(pb), "--xds", name,
+                         "--format", "json")
+        assert out.returncode == 0, out.stderr
+        bootstrap = json.loads(out.stdout)
+        [xds] = bootstrap["static_resources"]["clusters"]
+        address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        assert (address["address"], address["port_value"]) == ("kpool-mesh-control-plane.kpool-system.svc", 18000)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"meshControlPlane": {"enabled": True, "peerClusters": [{"cluster": "k8s-a", "idBase": 100}]}},
+     "own cluster"),
+    ({"meshControlPlane": {"enabled": True, "peerClusters": [{"cluster": "k8s-b", "idBase": 100},
+                                                             {"cluster": "k8s-b", "idBase": 200}]}},
+     "listed twice"),
+    ({"meshControlPlane": {"enabled": True}, "policy": {"kafka": None}}, "no Kafka bootstrap for meshControlPlane"),
+])
+def test_mesh_control_plane_refuses_what_cannot_work(values, message):
+    with pytest.raises(helm.HelmError, match=message):
+        render("bad", values)
+
+
 def test_hooks_only_where_intended():
     r = rendered("defaults")
     hooked = sorted((o.kind, o.name, tuple(sorted(o.hooks))) for o in r.objects if o.hooks)
@@ -721,6 +971,9 @@ def test_notes_tell_the_next_steps():
     ({"policy": {"guard": {"deleteAfterRefusals": -1}}}, "deleteAfterRefusals"),
     ({"policy": {"guard": {"deleteAfterRefusals": "3"}}}, "deleteAfterRefusals"),
     ({"unknownTopLevel": True}, "unknownTopLevel"),
+    ({"meshControlPlane": {"antiAffinity": "sometimes"}}, "antiAffinity"),
+    ({"meshControlPlane": {"peerClusters": [{"cluster": "k8s-b"}]}}, "idBase"),
+    ({"meshControlPlane": {"grpcPort": 0}}, "grpcPort"),
 ])
 def test_schema_refuses_bad_values(values, message):
     with pytest.raises(helm.HelmValuesError, match=message):

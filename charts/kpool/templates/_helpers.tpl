@@ -67,6 +67,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "kpool.agentName" -}}{{ include "kpool.fullname" . }}-agent{{- end }}
 {{- define "kpool.certsName" -}}{{ include "kpool.fullname" . }}-certs{{- end }}
 {{- define "kpool.policyName" -}}{{ include "kpool.fullname" . }}-policy{{- end }}
+{{- define "kpool.meshControlPlaneName" -}}{{ include "kpool.fullname" . }}-mesh-control-plane{{- end }}
 {{/* The Mutating and Validating webhook configurations share this name (kpool-certs patches both). */}}
 {{- define "kpool.webhookConfigName" -}}{{ include "kpool.fullname" . }}-webhook{{- end }}
 {{- define "kpool.tlsSecretName" -}}{{ include "kpool.fullname" . }}-webhook-tls{{- end }}
@@ -107,6 +108,25 @@ chart's image, and guard.deleteAfterRefusals left out when 0 (never).
 {{- $_ := set $readiness "probeImage" (include "kpool.image" .) }}
 {{- end }}
 {{- $_ := set $policy "readiness" $readiness }}
+{{- toYaml $policy }}
+{{- end }}
+
+{{/*
+The policy of another Kubernetes cluster of the stretched Kafka cluster, as the mesh control
+plane reads it: this release's policy with that cluster's name and broker id base (and broker
+namespaces, when given). Call with (list $ peer), peer an entry of meshControlPlane.peerClusters.
+*/}}
+{{- define "kpool.meshPeerPolicy" -}}
+{{- $root := index . 0 }}
+{{- $peer := index . 1 }}
+{{- $policy := include "kpool.policy" $root | fromYaml }}
+{{- $_ := set $policy "cluster" $peer.cluster }}
+{{- $brokers := deepCopy $policy.brokers }}
+{{- $_ := set $brokers "idBase" ($peer.idBase | int) }}
+{{- with $peer.namespaces }}
+{{- $_ := set $brokers "namespaces" . }}
+{{- end }}
+{{- $_ := set $policy "brokers" $brokers }}
 {{- toYaml $policy }}
 {{- end }}
 
