@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kpool_agent::kafka::{TlsSettings, parse_bootstrap};
-use kpool_agent::racks::cli::{RacksCommand, USAGE_ERROR_CODE, run_plan};
+use kpool_agent::racks::cli::{
+    RacksCommand, USAGE_ERROR_CODE, run_apply, run_cancel, run_plan, run_status,
+};
 use kpool_agent::start::{AgentConfig, Placement, api_limits, start};
 use kpool_policy::Policy;
 
@@ -34,7 +36,8 @@ enum Command {
     /// /v1/overhead, /metrics, /healthz. In a cluster, also guard this node (one broker,
     /// no foreign pods, compliant node, no rack drift) and sample resource overhead.
     Run(RunArgs),
-    /// Replica placement over Kubernetes clusters x zones: plan the moves that balance it.
+    /// Replica placement over Kubernetes clusters x zones: plan the moves that balance it,
+    /// apply a plan, show or cancel the moves in flight.
     Racks {
         #[command(subcommand)]
         command: RacksCommand,
@@ -125,11 +128,29 @@ fn main() -> ExitCode {
             Ok(status) => ExitCode::from(status.code()),
             Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
         },
+        Command::Racks {
+            command: RacksCommand::Apply(args),
+        } => match run_apply(&args, &mut std::io::stderr()) {
+            Ok(status) => ExitCode::from(status.code()),
+            Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
+        },
+        Command::Racks {
+            command: RacksCommand::Status(args),
+        } => match run_status(&args, &mut std::io::stdout()) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
+        },
+        Command::Racks {
+            command: RacksCommand::Cancel(args),
+        } => match run_cancel(&args, &mut std::io::stderr()) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => kpool_cli::exit_with("kpool-agent", e.as_ref()),
+        },
     }
 }
 
 /// Prints a command-line error (or --help) the way clap does; usage errors of `racks`
-/// exit 1, since 2 means "plan printed" there.
+/// exit 1, since 2 means "plan printed" (and, for apply, "paused") there.
 fn usage_error(e: &clap::Error) -> ExitCode {
     use clap::CommandFactory as _;
     let _ = e.print();

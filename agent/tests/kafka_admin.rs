@@ -24,9 +24,17 @@ fn client(server: &TestKafka) -> KafkaClient {
     .expect("valid config")
 }
 
-/// Six brokers, topic `orders` with 4 partitions of RF 3 on p, p+1, p+2.
+/// An address nothing listens on: brokers advertised there refuse connections at once.
+fn closed() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], kpool_testkit::tansu::free_port()))
+}
+
+/// Six brokers advertised where nothing listens (admin requests fall back to the bootstrap
+/// connection), topic `orders` with 4 partitions of RF 3 on p, p+1, p+2.
 fn cluster() -> ClusterState {
-    ClusterState::healthy(6, &[], &[("orders", 4, 3)]).catch_up(CatchUp::Polls(2))
+    ClusterState::healthy(6, &[], &[("orders", 4, 3)])
+        .catch_up(CatchUp::Polls(2))
+        .advertise_unreachable(closed())
 }
 
 fn move_to(topic: &str, partition: i32, replicas: &[i32]) -> Reassignment {
@@ -340,12 +348,12 @@ async fn an_added_replica_on_a_dead_broker_waits_until_it_returns() {
 }
 
 /// The controller advertised at a reachable address gets its own connection; brokers
-/// advertised at names that do not resolve are reached through the bootstrap connection.
+/// advertised where nothing listens are reached through the bootstrap connection.
 #[tokio::test]
 async fn requests_go_to_the_controller_else_over_the_bootstrap_connection() {
     let server = TestKafka::start(cluster()).await;
     let mut c = client(&server);
-    // broker-0.kafka.test does not resolve: the bootstrap connection carries it.
+    // Broker 0, the controller, refuses connections: the bootstrap connection carries it.
     c.list_partition_reassignments()
         .await
         .expect("through bootstrap");

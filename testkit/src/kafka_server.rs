@@ -239,6 +239,10 @@ pub struct ClusterState {
     /// Brokers taken down with [`ClusterState::broker_down`], for
     /// [`ClusterState::broker_up`].
     pub down_brokers: Vec<BrokerSpec>,
+    /// The most reassignments in flight that added a replica to or removed one from each
+    /// broker at once, as seen after every AlterPartitionReassignments: what a limit on
+    /// moves per broker must keep down.
+    pub peak_in_flight: BTreeMap<i32, usize>,
 }
 
 fn full_versions() -> BTreeMap<i16, (i16, i16)> {
@@ -284,6 +288,7 @@ impl ClusterState {
             not_controller: 0,
             configs: BTreeMap::new(),
             down_brokers: Vec::new(),
+            peak_in_flight: BTreeMap::new(),
         }
     }
 
@@ -464,6 +469,16 @@ impl ClusterState {
             b.port = i32::from(addr.port());
         }
         self.self_id = None;
+        self
+    }
+
+    /// Advertise every broker at `addr` where nothing listens (connections are refused at
+    /// once, unlike a name that does not resolve, which can wait on a DNS timeout).
+    pub fn advertise_unreachable(mut self, addr: SocketAddr) -> Self {
+        for b in &mut self.brokers {
+            b.host = addr.ip().to_string();
+            b.port = i32::from(addr.port());
+        }
         self
     }
 
@@ -1563,6 +1578,16 @@ fn alter_reassignments(
                 .with_partitions(partitions)
         })
         .collect();
+    let mut now: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in state.topics.iter().flat_map(|t| &t.partitions) {
+        for b in p.adding_replicas.iter().chain(&p.removing_replicas) {
+            *now.entry(*b).or_default() += 1;
+        }
+    }
+    for (b, n) in now {
+        let peak = state.peak_in_flight.entry(b).or_default();
+        *peak = (*peak).max(n);
+    }
     resp
 }
 

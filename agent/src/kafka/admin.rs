@@ -7,7 +7,9 @@
 //! The connection is opened to the address the broker advertises; when that cannot be
 //! reached (advertised listeners are often in-cluster names, and an operator may reach the
 //! cluster through one port-forward), the request goes over the bootstrap connection
-//! instead, since a KRaft broker forwards these requests to the active controller. A
+//! instead, since a KRaft broker forwards these requests to the active controller; after
+//! [`UNREACHABLE_ENOUGH`] brokers failed so, no other advertised address is tried until
+//! Metadata is read again. A
 //! NOT_CONTROLLER answer (a ZooKeeper-mode controller moved, or the forwarding broker saw
 //! a new one) refreshes Metadata and retries with backoff, [`ADMIN_ATTEMPTS`] times at most;
 //! every request kpool sends is idempotent (the same target, the same config values), so a
@@ -58,6 +60,12 @@ pub const ADMIN_ATTEMPTS: u32 = 5;
 pub const RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// The longest wait between NOT_CONTROLLER retries.
 pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Brokers whose advertised address failed, since the last Metadata, after which no other
+/// broker's is tried: advertised listeners are then not reachable from here (a
+/// port-forward, in-cluster names), and trying each of 60 brokers could cost a connect
+/// timeout apiece.
+pub const UNREACHABLE_ENOUGH: usize = 2;
 
 /// Kafka error codes the admin requests handle.
 pub const NOT_CONTROLLER: i16 = 41;
@@ -251,6 +259,9 @@ pub(super) struct Routes {
     /// Brokers whose advertised address could not be reached since the last refresh:
     /// their requests go over the bootstrap connection.
     unreachable: BTreeSet<i32>,
+    /// Whether the fallback to the bootstrap connection was warned about (once per client:
+    /// behind a port-forward every broker is unreachable, one line says it).
+    warned: bool,
 }
 
 /// The connection a request goes over.
@@ -787,7 +798,10 @@ impl KafkaClient {
         let Some(addr) = self.routes.addrs.get(&id).cloned() else {
             return Ok(Via::Bootstrap);
         };
-        if self.routes.unreachable.contains(&id) || self.connected_to() == Some(addr.as_str()) {
+        if self.routes.unreachable.contains(&id)
+            || self.routes.unreachable.len() >= UNREACHABLE_ENOUGH
+            || self.connected_to() == Some(addr.as_str())
+        {
             return Ok(Via::Bootstrap);
         }
         match self.open(&addr).await {
@@ -807,14 +821,19 @@ impl KafkaClient {
                 Ok(Via::Peer(id))
             }
             Err(e) => {
-                warn!(
-                    broker = id,
-                    addr,
-                    error = %e,
-                    "cannot reach the broker at its advertised address; sending its admin \
-                     requests over the bootstrap connection (KRaft brokers forward them to \
-                     the controller)"
-                );
+                if std::mem::replace(&mut self.routes.warned, true) {
+                    debug!(broker = id, addr, error = %e, "broker unreachable, using bootstrap");
+                } else {
+                    warn!(
+                        broker = id,
+                        addr,
+                        error = %e,
+                        "cannot reach a broker at its advertised address; sending admin \
+                         requests for brokers not reachable from here over the bootstrap \
+                         connection (KRaft brokers forward them to the controller; further \
+                         unreachable brokers are logged at debug level)"
+                    );
+                }
                 self.routes.unreachable.insert(id);
                 Ok(Via::Bootstrap)
             }

@@ -26,6 +26,7 @@ pub use admin::{
     ADMIN_ATTEMPTS, ConfigAlteration, ConfigOp, ConfigResource, ELECTION_NOT_NEEDED,
     NO_REASSIGNMENT_IN_PROGRESS, NOT_CONTROLLER, OngoingReassignment,
     PREFERRED_LEADER_NOT_AVAILABLE, PartitionOutcome, Reassignment, ResourceOutcome,
+    UNREACHABLE_ENOUGH,
 };
 pub use client::{KafkaClient, NegotiatedVersions};
 pub use conn::MAX_FRAME_BYTES;

@@ -5,11 +5,20 @@
 //! - [`plan`]: the pure planner, partitions + brokers → the fewest moves that make every
 //!   partition balanced over zones and clusters (`docs/DESIGN.md`, "Racks: the planner").
 //! - [`input`]: where a plan's inputs come from: a `--from` JSON file or a Kafka snapshot.
-//! - [`cli`]: `kpool-agent racks plan`, the reassignment JSON and the summary it prints.
+//! - [`execute`]: the executor's decisions, pure: a plan and each poll's view of the
+//!   cluster in, the next batch, throttle changes and the final election out.
+//! - [`apply`]: the executor's I/O shell over the Kafka client, and `racks status` /
+//!   `racks cancel`.
+//! - [`reassignment`]: reading a plan, kafka-reassign-partitions JSON (version 1).
+//! - [`cli`]: `kpool-agent racks plan|apply|status|cancel`, what they print and their exit
+//!   codes.
 
+pub mod apply;
 pub mod cli;
+pub mod execute;
 pub mod input;
 pub mod plan;
+pub mod reassignment;
 #[cfg(test)]
 mod tests;
 
