@@ -375,6 +375,31 @@ async fn a_re_run_after_a_crash_adopts_and_submits_nothing_twice() {
     assert_settled(&server.state());
 }
 
+/// A cluster that cannot reassign (like tansu) is told so before any throttle is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_the_apis_is_refused_before_anything_changes() {
+    let state = wide().without_api(ApiKey::AlterPartitionReassignments);
+    let server = TestKafka::start(state).await;
+    let policy = Policy::builtin().expect("policy");
+    let mut c = client(&server);
+    let mut progress = Vec::new();
+    let config = fast(ExecOptions {
+        max_per_broker: 5,
+        throttle: Some(1000),
+    });
+    let err = apply(&mut c, &policy, onto_eleven(), &config, &mut progress)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains(
+            "does not offer AlterPartitionReassignments (not in its ApiVersions), which racks \
+             apply needs; nothing was changed"
+        ),
+        "{err}"
+    );
+    assert_eq!(count(&server, ApiKey::IncrementalAlterConfigs), 0);
+}
+
 // ------------------------------------------------------------------ the command line
 
 fn cli(args: &[&str]) -> Output {

@@ -79,8 +79,6 @@ pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
 /// DescribeConfigs / IncrementalAlterConfigs resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-/// DescribeConfigs config source of Kafka's built-in default (not set by anyone).
-const SOURCE_DEFAULT: i8 = 5;
 
 /// One partition's reassignment in flight, as ListPartitionReassignments reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -450,6 +448,8 @@ impl KafkaClient {
     }
 
     /// Every reassignment in flight, from the controller, sorted by topic and partition.
+    /// Entries adding and removing nothing are left out: Kafka never reports one (such a
+    /// reassignment completes at once), and tansu 0.6 lists every partition that way.
     pub async fn list_partition_reassignments(
         &mut self,
     ) -> Result<Vec<OngoingReassignment>, KafkaError> {
@@ -482,13 +482,16 @@ impl KafkaClient {
             .into_iter()
             .flat_map(|t| {
                 let topic = t.name.0.to_string();
-                t.partitions.into_iter().map(move |p| OngoingReassignment {
-                    topic: topic.clone(),
-                    partition: p.partition_index,
-                    replicas: ids(p.replicas),
-                    adding: ids(p.adding_replicas),
-                    removing: ids(p.removing_replicas),
-                })
+                t.partitions
+                    .into_iter()
+                    .filter(|p| !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty())
+                    .map(move |p| OngoingReassignment {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                        replicas: ids(p.replicas),
+                        adding: ids(p.adding_replicas),
+                        removing: ids(p.removing_replicas),
+                    })
             })
             .collect();
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -633,10 +636,11 @@ impl KafkaClient {
             .collect())
     }
 
-    /// The values of `keys` set on each resource (by anyone: dynamically, or statically in
-    /// a broker's properties; Kafka's built-in defaults are left out). Topics are asked in
-    /// one request to any broker, each broker's own configs from that broker; one result per
-    /// resource, in order.
+    /// The values of `keys` on each resource as the broker reports them, empty values left
+    /// out. Kafka's built-in defaults are included (whatever their source: tansu reports the
+    /// configs set on a topic as defaults), so a caller tells "not set" by value. Topics are
+    /// asked in one request to any broker, each broker's own configs from that broker; one
+    /// result per resource, in order.
     pub async fn describe_configs(
         &mut self,
         resources: &[ConfigResource],
@@ -647,7 +651,11 @@ impl KafkaClient {
         for (i, r) in resources.iter().enumerate() {
             groups.entry(r.owner()).or_default().push(i);
         }
-        let names: Vec<StrBytes> = keys.iter().map(|k| s(k)).collect();
+        // Null asks for every config, for brokers that cannot parse named keys (tansu 0.6
+        // closes the connection; a snapshot learns that first).
+        let names: Option<Vec<StrBytes>> = self
+            .send_config_keys
+            .then(|| keys.iter().map(|k| s(k)).collect());
         let mut out: Vec<Option<Result<BTreeMap<String, String>, KafkaError>>> =
             resources.iter().map(|_| None).collect();
         let api = &DESCRIBE_CONFIGS;
@@ -660,7 +668,7 @@ impl KafkaClient {
                             DescribeConfigsResource::default()
                                 .with_resource_type(resources[i].kind())
                                 .with_resource_name(s(&resources[i].name()))
-                                .with_configuration_keys(Some(names.clone()))
+                                .with_configuration_keys(names.clone())
                         })
                         .collect(),
                 )
@@ -688,9 +696,7 @@ impl KafkaClient {
                         .configs
                         .iter()
                         // Filter by name too: some brokers (tansu) ignore the keys asked.
-                        .filter(|c| {
-                            c.config_source != SOURCE_DEFAULT && keys.contains(&c.name.as_str())
-                        })
+                        .filter(|c| keys.contains(&c.name.as_str()))
                         .filter_map(|c| {
                             let v = c.value.as_ref()?.trim();
                             (!v.is_empty()).then(|| (c.name.to_string(), v.to_owned()))

@@ -80,7 +80,7 @@ pub struct KafkaClient {
     pub(super) routes: super::admin::Routes,
     /// Whether DescribeConfigs names the one key wanted. Brokers that cannot parse
     /// configuration keys (tansu 0.6 closes the connection) get null = all configs.
-    send_config_keys: bool,
+    pub(super) send_config_keys: bool,
     /// Consecutive keyed DescribeConfigs the broker hung up on.
     keys_rejected: u8,
 }

@@ -122,6 +122,17 @@ pub enum ApplyError {
          fix the cause and re-run, or run without --throttle)"
     )]
     Throttle { what: &'static str, detail: String },
+    /// The cluster does not offer an API the run needs (checked before anything is sent).
+    #[error(
+        "Kafka at {addr} does not offer {api} (not in its ApiVersions), which racks apply \
+         needs{why}; nothing was changed"
+    )]
+    Unsupported {
+        addr: String,
+        api: &'static str,
+        /// ` for --throttle`, or empty.
+        why: &'static str,
+    },
     /// The progress writer failed.
     #[error("cannot write progress: {0}")]
     Progress(#[from] std::io::Error),
@@ -164,6 +175,7 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let start = Instant::now();
     let total = moves.len();
+    preflight(client, config).await?;
     let mut exec = Executor::new(moves, config.options);
     let mut failures = 0;
     let mut backoff = Backoff::new(config.interval, Duration::from_secs(30));
@@ -249,6 +261,51 @@ pub async fn apply(
             });
         }
         tokio::time::sleep(config.interval).await;
+    }
+}
+
+/// Connects and checks the broker offers every API the run will send, so a cluster that
+/// cannot reassign is told so before a throttle is set (tansu 0.6 offers
+/// IncrementalAlterConfigs but not AlterPartitionReassignments).
+async fn preflight(client: &mut KafkaClient, config: &ApplyConfig) -> Result<(), ApplyError> {
+    let mut failures = 0;
+    let versions = loop {
+        match client.snapshot().await {
+            Ok(_) => break client.negotiated(),
+            Err(source) => {
+                failures += 1;
+                if failures >= MAX_FAILURES {
+                    return Err(ApplyError::Kafka {
+                        step: "connecting",
+                        attempts: failures,
+                        source,
+                    });
+                }
+                tokio::time::sleep(config.interval).await;
+            }
+        }
+    };
+    let Some(v) = versions else {
+        return Ok(());
+    };
+    let addr = client.connected_to().unwrap_or_default().to_owned();
+    let needs = [
+        (v.list_reassignments, "ListPartitionReassignments", ""),
+        (v.alter_reassignments, "AlterPartitionReassignments", ""),
+        (v.elect_leaders, "ElectLeaders", ""),
+        (
+            if config.options.throttle.is_some() {
+                v.incremental_alter_configs
+            } else {
+                Some(0)
+            },
+            "IncrementalAlterConfigs",
+            " for --throttle",
+        ),
+    ];
+    match needs.into_iter().find(|(version, _, _)| version.is_none()) {
+        Some((_, api, why)) => Err(ApplyError::Unsupported { addr, api, why }),
+        None => Ok(()),
     }
 }
 
@@ -429,6 +486,9 @@ impl StatusReport {
     }
 }
 
+/// A throttle rate of Long.MAX_VALUE, Kafka's default: replication is not throttled.
+const UNTHROTTLED: &str = "9223372036854775807";
+
 /// The throttle configs kpool sets.
 const THROTTLE_KEYS: [&str; 4] = [
     LEADER_RATE,
@@ -462,8 +522,13 @@ pub async fn status(
     let mut unread = Vec::new();
     for (resource, result) in read {
         match result {
-            Ok(configs) if configs.is_empty() => {}
-            Ok(configs) => throttles.push((resource, configs)),
+            Ok(mut configs) => {
+                // Kafka reports an unset rate as its default, Long.MAX_VALUE: no throttle.
+                configs.retain(|_, v| v.as_str() != UNTHROTTLED);
+                if !configs.is_empty() {
+                    throttles.push((resource, configs));
+                }
+            }
             Err(e) => unread.push((resource, e.to_string())),
         }
     }
