@@ -34,7 +34,8 @@ def test_design_is_in_the_repository():
     assert design.is_file()
     text = design.read_text()
     for section in ("## Data flow", "## Decisions", "## Kafka health", "## The broker mesh",
-                    "## Planned: two-dimensional racks and self-healing"):
+                    "## Racks: the planner", "## Racks: the executor",
+                    "## Racks: self-healing in the cluster (planned)"):
         assert section in text, f"docs/DESIGN.md lacks {section!r}"
 
 
