@@ -54,7 +54,7 @@ use crate::backoff::Backoff;
 use crate::snapshot::Broker;
 
 /// How many times an admin request is sent while the answer is NOT_CONTROLLER (Metadata
-/// refreshed in between, with backoff from [`RETRY_INITIAL`] doubling up to [`RETRY_MAX`]).
+/// refreshed in between, with backoff from `RETRY_INITIAL` doubling up to `RETRY_MAX`).
 pub const ADMIN_ATTEMPTS: u32 = 5;
 /// The first wait before retrying after NOT_CONTROLLER.
 pub const RETRY_INITIAL: Duration = Duration::from_millis(100);
