@@ -367,17 +367,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         (None, None) => Vec::new(),
     };
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => {
-            let read = |p: &PathBuf, flag: &str| {
-                std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
-            };
-            Some(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(
-                    read(cert, "--tls-cert")?,
-                    read(key, "--tls-key")?,
-                ),
-            ))
-        }
+        (Some(cert), Some(key)) => Some(serve::tls_config(cert, key)?),
         _ => None,
     };
     let config = ServeConfig {

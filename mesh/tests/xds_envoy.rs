@@ -4,11 +4,14 @@
 //! to tansu; the broker moves (tansu on another port, its sidecar on another mTLS port,
 //! the pinned endpoint changed) and traffic follows without restarting the client sidecar,
 //! in a time measured and printed. A listener the client sidecar cannot bind is NACKed,
-//! reported and not retried, and a broker added appears as a new listener.
+//! reported and not retried, and a broker added appears as a new listener. Over TLS
+//! (`serve --tls-cert/--tls-key`, `client-config --xds-ca`) the sidecar checks the control
+//! plane's certificate: the right CA gets the listeners, another CA none.
 //!
 //! Skips without Envoy or tansu unless `KPOOL_REQUIRE_ENVOY=1` / `KPOOL_REQUIRE_TANSU=1`.
 
 mod common;
+mod xds_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -137,6 +140,18 @@ impl Drop for Serve {
 
 /// `kpool-mesh client-config --xds` into `dir`, checked by `envoy --mode validate`.
 fn client_bootstrap(envoy: &Path, policy: &Path, xds: u16, dir: &Path, certs: &Path) -> PathBuf {
+    client_bootstrap_with(envoy, policy, xds, dir, certs, &[])
+}
+
+/// [`client_bootstrap`] with more `client-config` arguments.
+fn client_bootstrap_with(
+    envoy: &Path,
+    policy: &Path,
+    xds: u16,
+    dir: &Path,
+    certs: &Path,
+    more: &[&str],
+) -> PathBuf {
     let out = Command::new(env!("CARGO_BIN_EXE_kpool-mesh"))
         .args(["client-config", "--policy"])
         .arg(policy)
@@ -146,6 +161,7 @@ fn client_bootstrap(envoy: &Path, policy: &Path, xds: u16, dir: &Path, certs: &P
         .arg(certs)
         .arg("--out")
         .arg(dir)
+        .args(more)
         .output()
         .expect("client-config");
     assert!(
@@ -399,4 +415,97 @@ fn a_listener_the_sidecar_cannot_bind_is_nacked_once_and_an_added_broker_appears
         (stat(admin_client, "listener_manager.total_listeners_active") == Some(3)).then_some(())
     });
     drop(client_envoy);
+}
+
+#[test]
+fn a_client_sidecar_reaches_the_control_plane_over_tls_and_checks_its_certificate() {
+    let Some(envoy) = envoy() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let client_certs = tmp.path().join("client-certs");
+    TestCa::new("kpool mesh CA").issue(&client_certs, CLIENT_SAN);
+    // The control plane's certificate names the address the sidecars dial (an IP SAN here,
+    // the Service's DNS name in a cluster); another CA signs the same name.
+    let xds_certs = tmp.path().join("xds-certs");
+    xds_support::server_certs(&xds_certs, "127.0.0.1");
+    let impostor_ca = tmp.path().join("impostor");
+    xds_support::server_certs(&impostor_ca, "127.0.0.1");
+    let base = {
+        let probe = std::net::TcpListener::bind("127.0.0.5:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let endpoints = tmp.path().join("endpoints");
+    std::fs::write(&endpoints, "0=127.0.0.1:1\n").expect("endpoints");
+    let xds = free_port();
+    let client_dir = tmp.path().join("client");
+    std::fs::create_dir_all(&client_dir).expect("dir");
+    let serve = Serve::start(
+        tmp.path(),
+        xds,
+        &[
+            "--policy",
+            common::policy_file(
+                tmp.path(),
+                &[("basePort: 9091", &format!("basePort: {base}"))],
+            )
+            .to_str()
+            .expect("utf-8"),
+            "--endpoints-file",
+            endpoints.to_str().expect("utf-8"),
+            "--config-dir",
+            client_dir.to_str().expect("utf-8"),
+            "--tls-cert",
+            xds_certs.join("tls.crt").to_str().expect("utf-8"),
+            "--tls-key",
+            xds_certs.join("tls.key").to_str().expect("utf-8"),
+        ],
+    );
+    let sidecar = |name: &str, ca: &Path| {
+        let admin = free_port();
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let policy = common::policy_file(
+            &dir,
+            &[
+                ("basePort: 9091", &format!("basePort: {base}")),
+                ("adminPort: 9901", &format!("adminPort: {admin}")),
+            ],
+        );
+        let config = client_bootstrap_with(
+            &envoy,
+            &policy,
+            xds,
+            &client_dir,
+            &client_certs,
+            &["--xds-ca", ca.join("ca.crt").to_str().expect("utf-8")],
+        );
+        let config_here = dir.join("envoy.yaml");
+        std::fs::copy(&config, &config_here).expect("copy bootstrap");
+        (config_here, admin)
+    };
+    let (config, admin) = sidecar("trusting", &xds_certs);
+    let trusting = Running::start(&envoy, &config, admin, 1);
+    assert!(
+        stat(admin, "cluster.kpool-mesh-xds.ssl.handshake").unwrap_or(0) >= 1,
+        "the listener came over TLS"
+    );
+    assert_eq!(stat(admin, "control_plane.connected_state"), Some(1));
+
+    let (config, admin) = sidecar("impostor", &impostor_ca);
+    let impostor = Running::start(&envoy, &config, admin, 0);
+    wait_for("the impostor CA's sidecar refusing the certificate", || {
+        (stat(admin, "cluster.kpool-mesh-xds.ssl.fail_verify_error").unwrap_or(0) >= 1)
+            .then_some(())
+    });
+    assert_eq!(
+        stat(admin, "listener_manager.total_listeners_active"),
+        Some(0)
+    );
+    assert_eq!(stat(admin, "control_plane.connected_state"), Some(0));
+    assert_eq!(
+        serve.metric("kpool_mesh_xds_streams"),
+        Some(1.0),
+        "only the trusting sidecar has a stream:\n{}",
+        serve.log()
+    );
+    drop((trusting, impostor));
 }

@@ -14,7 +14,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use kpool_mesh::xds::server::serve;
 use kpool_mesh::xds::{AdsService, ResourceType, Snapshot, XdsMetrics};
 use tokio::sync::{mpsc, oneshot, watch};
-use xds_support::{CONFIG_DIR, FakeEnvoy, GrpcEnvoy, members_at, snapshot};
+use xds_support::{
+    CONFIG_DIR, FakeEnvoy, GrpcEnvoy, members_at, server_certs, snapshot, tls_channel,
+};
 
 struct Server {
     addr: SocketAddr,
@@ -25,7 +27,15 @@ struct Server {
 
 impl Server {
     async fn start(first: Option<Arc<Snapshot>>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_with(first, None).await
+    }
+
+    async fn start_with(
+        first: Option<Arc<Snapshot>>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Self {
+        // serve's own bind: an accept queue for 1,000 sidecars connecting at once.
+        let listener = kpool_mesh::serve::bind("--listen", "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -34,7 +44,7 @@ impl Server {
         let service = AdsService::new(snapshots, metrics.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            serve(listener, service, None, async {
+            serve(listener, service, tls, async {
                 let _ = stopped.await;
             })
             .await
@@ -241,11 +251,78 @@ async fn a_sidecar_leaving_mid_stream_frees_its_stream() {
         .await;
 }
 
+/// ADS over TLS (`serve --tls-cert/--tls-key`, what `client-config --xds-ca` expects): a
+/// client trusting the control plane's CA and asking for the name in its certificate syncs
+/// and follows; one trusting another CA, asking for another name, or speaking plaintext gets
+/// no stream; a connection that never starts its handshake holds nobody up.
 #[tokio::test]
-async fn a_hundred_sidecars_connecting_at_once_all_sync() {
+async fn ads_over_tls_serves_the_clients_that_trust_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let certs = dir.path().join("xds");
+    let ca = server_certs(&certs, "kpool-mesh.kpool-system.svc");
+    let tls = kpool_mesh::serve::tls_config(&certs.join("tls.crt"), &certs.join("tls.key"))
+        .expect("TLS config");
+    let server = Server::start_with(Some(snapshot(&[0, 1, 2])), Some(tls)).await;
+    // Says nothing: its handshake waits (bounded by TLS_HANDSHAKE_TIMEOUT) without
+    // holding up the others.
+    let _silent = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    let envoy = GrpcEnvoy::connect_tls(
+        server.addr,
+        "kpool-mesh.kpool-system.svc",
+        &ca,
+        FakeEnvoy::new("tls"),
+    )
+    .await
+    .expect("TLS to the control plane");
+    envoy
+        .wait("the initial sync over TLS", |e| {
+            e.listeners.len() == 3 && e.versions.len() == 3
+        })
+        .await;
+    server.publish(snapshot(&[0, 1, 2, 3]));
+    envoy
+        .wait("a broker added, over TLS", |e| e.listeners.len() == 4)
+        .await;
+
+    let other_ca = server_certs(&dir.path().join("other"), "kpool-mesh.kpool-system.svc");
+    let refused = |what: &'static str, channel: Result<_, tonic::transport::Error>| async move {
+        let Ok(channel) = channel else { return };
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
+        let stream = client
+            .stream_aggregated_resources(tokio_stream::iter(FakeEnvoy::new(what).initial()))
+            .await;
+        assert!(stream.is_err(), "{what}: expected no stream");
+    };
+    refused(
+        "another CA",
+        tls_channel(server.addr, "kpool-mesh.kpool-system.svc", &other_ca).await,
+    )
+    .await;
+    refused(
+        "another name",
+        tls_channel(server.addr, "kpool-mesh.other.svc", &ca).await,
+    )
+    .await;
+    refused(
+        "plaintext",
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .expect("endpoint")
+            .connect()
+            .await,
+    )
+    .await;
+    assert_eq!(server.metrics.streams(), 1);
+}
+
+/// `n` sidecars connect at once (each its own HTTP/2 connection), all sync, then all follow
+/// a broker added; returns how long the latter took.
+async fn many_sidecars_connect_at_once_and_follow(n: i64) -> Duration {
     let server = Server::start(Some(snapshot(&[0, 1, 2]))).await;
+    let started = std::time::Instant::now();
     let mut clients = Vec::new();
-    for i in 0..100 {
+    for i in 0..n {
         let addr = server.addr;
         clients.push(tokio::spawn(async move {
             GrpcEnvoy::connect(addr, FakeEnvoy::new(&format!("sidecar-{i}"))).await
@@ -256,20 +333,78 @@ async fn a_hundred_sidecars_connecting_at_once_all_sync() {
         envoys.push(c.await.expect("client"));
     }
     let s = server.publish.borrow().clone().expect("snapshot");
-    wait_metric(|| server.metrics.synced(s.created).0 == 100).await;
+    wait_metric(|| server.metrics.synced(s.created).0 == n).await;
+    let synced = started.elapsed();
     let started = std::time::Instant::now();
     let next = snapshot(&[0, 1, 2, 3]);
     let created = next.created;
     server.publish(next);
-    wait_metric(|| server.metrics.synced(created).0 == 100).await;
+    wait_metric(|| server.metrics.synced(created).0 == n).await;
+    let followed = started.elapsed();
     println!(
-        "100 streams: broker added, all in sync in {:?} (server: {:?})",
-        started.elapsed(),
+        "{n} streams: connected and synced in {synced:?}; broker added, all in sync in {followed:?} (server: {:?})",
         server.metrics.synced(created).1
     );
+    assert_eq!(server.metrics.streams(), n);
     for e in &envoys {
         assert_eq!(e.state.lock().expect("state").listeners.len(), 4);
     }
+    followed
+}
+
+/// A sidecar that goes away with a response in flight (received, never ACKed), and one
+/// whose connection is cut while the server pushes to it: the server frees both streams,
+/// keeps serving the others, and a push to a gone stream blocks nobody.
+#[tokio::test]
+async fn a_sidecar_leaving_with_a_response_in_flight_blocks_nobody() {
+    let server = Server::start(Some(snapshot(&[0, 1]))).await;
+    let stays = synced(&server, "stays", 2).await;
+    // Asks for clusters, gets them, then vanishes without an ACK.
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(4);
+    for r in FakeEnvoy::new("vanishes").initial() {
+        tx.send(r).await.expect("queue");
+    }
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let first = responses.message().await.expect("response").expect("one");
+    assert_eq!(
+        ResourceType::from_type_url(&first.type_url),
+        Some(ResourceType::Cluster)
+    );
+    wait_metric(|| server.metrics.streams() == 2).await;
+    drop((tx, responses, client));
+    wait_metric(|| server.metrics.streams() == 1).await;
+    // Cut while a push is on its way: it subscribed, the server pushes on publish.
+    let cut = synced(&server, "cut", 2).await;
+    wait_metric(|| server.metrics.streams() == 2).await;
+    server.publish(snapshot(&[0, 1, 2]));
+    cut.disconnect();
+    stays
+        .wait("the remaining sidecar follows", |e| e.listeners.len() == 3)
+        .await;
+    wait_metric(|| server.metrics.streams() == 1).await;
+    server.publish(snapshot(&[0, 1, 2, 3]));
+    stays
+        .wait("and keeps following", |e| e.listeners.len() == 4)
+        .await;
+}
+
+#[tokio::test]
+async fn a_hundred_sidecars_connecting_at_once_all_sync() {
+    many_sidecars_connect_at_once_and_follow(100).await;
+}
+
+/// The 1,000 sidecars connecting at once, in process (2,000 sockets: needs an
+/// open-file limit above that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sidecars_connecting_at_once_all_sync() {
+    many_sidecars_connect_at_once_and_follow(1000).await;
 }
 
 async fn wait_metric(f: impl Fn() -> bool) {

@@ -342,6 +342,44 @@ fn the_endpoints_file_names_its_bad_line() {
     assert_eq!(ok[&7].host, "::1");
 }
 
+/// `--tls-cert`/`--tls-key` are checked at start, the error naming the flag, the file and
+/// what was expected.
+#[test]
+fn tls_files_are_checked_at_start_and_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let certs = dir.path().join("xds");
+    xds_support::server_certs(&certs, "127.0.0.1");
+    let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
+    assert!(serve::tls_config(&cert, &key).is_ok());
+    let missing = dir.path().join("nope.crt");
+    let e = serve::tls_config(&missing, &key)
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        e.starts_with(&format!("--tls-cert {}: cannot read it", missing.display())),
+        "{e}"
+    );
+    let e = serve::tls_config(&key, &key)
+        .expect_err("a key")
+        .to_string();
+    assert!(
+        e.contains("--tls-cert")
+            && e.contains("expected a PEM certificate chain")
+            && e.contains("found none"),
+        "{e}"
+    );
+    let e = serve::tls_config(&cert, &cert)
+        .expect_err("a certificate")
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "--tls-key {}: expected a PEM private key",
+            cert.display()
+        )),
+        "{e}"
+    );
+}
+
 fn pod(name: &str, namespace: &str, phase: &str, ip: Option<&str>) -> serde_json::Value {
     let mut status = serde_json::json!({"phase": phase});
     if let Some(ip) = ip {

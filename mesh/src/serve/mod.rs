@@ -181,14 +181,76 @@ async fn metrics_text(State(h): State<Http>) -> Response {
         .into_response()
 }
 
+/// A TLS handshake on the ADS listener must finish within this time, or the connection is
+/// closed: a client that connects and says nothing holds a socket only that long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ADS listener's TLS from `--tls-cert` (a PEM certificate chain, leaf first) and
+/// `--tls-key` (its PEM private key), checked here so a bad file is named at start rather
+/// than reported by the gRPC server as a bare TLS error. Handshakes are bounded by
+/// [`TLS_HANDSHAKE_TIMEOUT`]. The files are read once: a rotated certificate needs a
+/// restart.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tonic::transport::ServerTlsConfig, crate::MeshError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            crate::MeshError::Usage(format!("{flag} {}: cannot read it: {e}", path.display()))
+        })
+    };
+    let cert_pem = read("--tls-cert", cert)?;
+    let key_pem = read("--tls-key", key)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            crate::MeshError::Usage(format!(
+                "--tls-cert {}: expected PEM certificates: {e}",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(crate::MeshError::Usage(format!(
+            "--tls-cert {}: expected a PEM certificate chain (BEGIN CERTIFICATE), found none",
+            cert.display()
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        crate::MeshError::Usage(format!(
+            "--tls-key {}: expected a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+            key.display()
+        ))
+    })?;
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem))
+        .timeout(TLS_HANDSHAKE_TIMEOUT))
+}
+
 /// `--config-dir` as the served clusters name it: absolute, without a trailing slash.
 pub fn config_dir(dir: &std::path::Path) -> Result<String, crate::MeshError> {
     crate::bundle::dir_string("--config-dir", dir)
 }
 
-/// Binds `addr`, naming it in the error.
+/// The accept queue a listener asks for (the kernel caps it at `net.core.somaxconn`,
+/// 4096 by default): 1,000 sidecars reconnecting at once to a replica (after the other went
+/// away) would overflow tokio's default of 1024, and the connections past it be reset.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (address reuse on, as tokio's `TcpListener::bind`) with an accept queue of
+/// [`LISTEN_BACKLOG`], naming `flag` and the address in the error.
 pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
-    TcpListener::bind(addr)
-        .await
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{flag} {addr}: cannot listen: {e}")))
 }

@@ -250,9 +250,28 @@ pub struct GrpcEnvoy {
 
 impl GrpcEnvoy {
     pub async fn connect(addr: SocketAddr, envoy: FakeEnvoy) -> Self {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
             .await
             .expect("connect to the xDS server");
+        Self::on(channel, envoy).await
+    }
+
+    /// Over TLS to `addr`, trusting `ca_pem` and requiring `host` in the server's
+    /// certificate, as a sidecar bootstrapped with `client-config --xds-ca` does.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        host: &str,
+        ca_pem: &str,
+        envoy: FakeEnvoy,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = tls_channel(addr, host, ca_pem).await?;
+        Ok(Self::on(channel, envoy).await)
+    }
+
+    async fn on(channel: tonic::transport::Channel, envoy: FakeEnvoy) -> Self {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
         for r in envoy.initial() {
             tx.send(r).await.expect("queue");
@@ -303,4 +322,55 @@ impl GrpcEnvoy {
     pub fn disconnect(self) {
         self.task.abort();
     }
+}
+
+/// A TLS channel to `addr` trusting `ca_pem`, checking the certificate for `host`.
+pub async fn tls_channel(
+    addr: SocketAddr,
+    host: &str,
+    ca_pem: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+        .domain_name(host);
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+/// A CA and the control plane's serving certificate for `host` (a DNS name or an IP, as
+/// the SAN `client-config --xds` requires), written as a TLS Secret mounts them:
+/// `dir/{tls.crt,tls.key,ca.crt}`. Returns the CA's PEM.
+pub fn server_certs(dir: &std::path::Path, host: &str) -> String {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let named = |cn: &str| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::default();
+    // Its own name: a leaf whose issuer equals its subject looks self-signed to BoringSSL.
+    ca.distinguished_name = named("kpool-mesh test xDS CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::from_ca_cert_der(ca_cert.der(), ca_key).expect("issuer");
+    let key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = named(host);
+    leaf.subject_alt_names = vec![match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(host.try_into().expect("DNS SAN")),
+    }];
+    let cert = leaf.signed_by(&key, &issuer).expect("leaf");
+    std::fs::create_dir_all(dir).expect("certs dir");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("tls.crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("tls.key");
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("ca.crt");
+    ca_cert.pem()
 }
