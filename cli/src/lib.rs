@@ -4,11 +4,12 @@
 //! line ([`duration::parse_duration`]), the TLS crypto provider
 //! ([`install_crypto_provider`]), the signals that stop a server ([`shutdown_signal`]),
 //! and the audit line every decision is written as ([`audit::AuditRecord`], stamped by
-//! [`clock::now_rfc3339`]).
+//! [`clock::now_rfc3339`]); the Kafka TLS flags ([`kafka::KafkaTlsArgs`]).
 
 pub mod audit;
 pub mod clock;
 pub mod duration;
+pub mod kafka;
 pub mod report;
 
 use std::process::ExitCode;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kpool_agent::kafka::{KafkaClient, KafkaConfig, parse_bootstrap};
+use kpool_agent::kafka::{KafkaClient, KafkaConfig, TlsSettings, parse_bootstrap};
 use kpool_mesh::apply;
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_mesh::client::{self, ClientOptions};
@@ -47,7 +47,7 @@ enum Command {
     /// listener, one mTLS cluster and its endpoints per broker of the Kafka cluster,
     /// following Kafka Metadata (brokers added, removed) and the brokers' addresses (pins,
     /// DNS), pushed to every sidecar without a restart.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +111,9 @@ struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "KPOOL_MESH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// TLS to Kafka: the agent's flags and variables (KPOOL_KAFKA_TLS_*).
+    #[command(flatten)]
+    kafka_tls: kpool_cli::kafka::KafkaTlsArgs,
     #[command(flatten)]
     logging: kpool_cli::LogArgs,
 }
@@ -237,7 +240,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BrokerConfig(a) => run_broker_config(a),
         Command::ClientConfig(a) => run_client_config(a),
-        Command::Serve(a) => run_serve(a),
+        Command::Serve(a) => run_serve(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -338,12 +341,17 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         .map(|p| Policy::from_file(p))
         .collect::<Result<Vec<_>, _>>()?;
     let pins = pins(a.endpoints)?;
+    if a.kafka_tls.enabled() && a.kafka_bootstrap.is_none() {
+        anyhow::bail!(
+            "--kafka-tls-ca/--kafka-tls-cert configure the connection to Kafka: expected --kafka-bootstrap with them"
+        );
+    }
     let kafka = match &a.kafka_bootstrap {
         Some(b) => Some(KafkaClient::new(KafkaConfig {
             bootstrap: parse_bootstrap(b).context("--kafka-bootstrap")?,
             timeout: a.kafka_timeout,
+            tls: TlsSettings::from_args(&a.kafka_tls),
             client_id: "kpool-mesh".to_owned(),
-            ..KafkaConfig::default()
         })?),
         None if pins.is_empty() && a.endpoints_file.is_none() => anyhow::bail!(
             "expected --kafka-bootstrap (brokers from Kafka Metadata) or pinned brokers (--endpoint, --endpoints-file)"

@@ -342,6 +342,100 @@ fn the_endpoints_file_names_its_bad_line() {
     assert_eq!(ok[&7].host, "::1");
 }
 
+/// The `kpool-mesh serve` binary with `--kafka-tls-*` (the agent's flags and variables,
+/// `kpool_cli::kafka::KafkaTlsArgs`): its brokers come from a Kafka that speaks only mTLS;
+/// the same process without them stays not ready; the flags without `--kafka-bootstrap` are
+/// refused.
+#[tokio::test]
+async fn serve_follows_a_kafka_that_speaks_only_mtls() {
+    use kpool_testkit::kafka_server::tls;
+    let dir = tempfile::tempdir().expect("tmp");
+    let m = tls::generate(dir.path());
+    let kafka =
+        TestKafka::start_tls(ClusterState::healthy(3, &[], &[]), tls::acceptor(&m, true)).await;
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, DEFAULT_POLICY_YAML).expect("policy");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+    };
+    let start = |tls_flags: bool| {
+        let metrics = free();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kpool-mesh"));
+        cmd.arg("serve")
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--standalone", "--poll-interval", "200ms"])
+            .args(["--listen", &free().to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .args([
+                "--kafka-bootstrap",
+                &format!("localhost:{}", kafka.addr().port()),
+            ])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if tls_flags {
+            cmd.arg("--kafka-tls-ca")
+                .arg(&m.ca)
+                .env("KPOOL_KAFKA_TLS_CERT", &m.client_cert)
+                .env("KPOOL_KAFKA_TLS_KEY", &m.client_key);
+        }
+        (cmd.spawn().expect("start kpool-mesh serve"), metrics)
+    };
+    let readyz = |addr: SocketAddr| async move {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => Some(get(addr, "/readyz").await.0),
+            Err(_) => None,
+        }
+    };
+    let (mut with_tls, metrics) = start(true);
+    until("ready from the mTLS Kafka's Metadata", async || {
+        readyz(metrics).await == Some(200)
+    })
+    .await;
+    let (mut plaintext, metrics_plain) = start(false);
+    until("the plaintext one answering", async || {
+        readyz(metrics_plain).await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        readyz(metrics_plain).await,
+        Some(503),
+        "plaintext to an mTLS-only Kafka gets no Metadata"
+    );
+    for child in [&mut with_tls, &mut plaintext] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut audit = String::new();
+    if let Some(mut out) = with_tls.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut audit).expect("audit");
+    }
+    let first: serde_json::Value =
+        serde_json::from_str(audit.lines().next().unwrap_or_default()).expect("an audit line");
+    assert_eq!(first["added"], serde_json::json!([0, 1, 2]), "{audit}");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_kpool-mesh"))
+        .arg("serve")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--standalone", "--endpoint", "0=127.0.0.1:1"])
+        .arg("--kafka-tls-ca")
+        .arg(&m.ca)
+        .env_clear()
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("expected --kafka-bootstrap with them"),
+        "{stderr}"
+    );
+}
+
 /// `--tls-cert`/`--tls-key` are checked at start, the error naming the flag, the file and
 /// what was expected.
 #[test]

@@ -26,6 +26,19 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+impl TlsSettings {
+    /// The settings the `--kafka-tls-*` flags ask for ([`kpool_cli::kafka::KafkaTlsArgs`],
+    /// shared by every binary that talks to Kafka); `None`: plaintext.
+    pub fn from_args(args: &kpool_cli::kafka::KafkaTlsArgs) -> Option<Self> {
+        args.enabled().then(|| Self {
+            ca_file: args.kafka_tls_ca.clone(),
+            client_cert: args.kafka_tls_cert.clone(),
+            client_key: args.kafka_tls_key.clone(),
+            server_name: args.kafka_tls_server_name.clone(),
+        })
+    }
+}
+
 fn tls_err(what: &'static str, path: Option<&Path>, detail: impl ToString) -> KafkaError {
     KafkaError::Tls {
         what,
