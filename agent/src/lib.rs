@@ -10,6 +10,7 @@
 //! - `racks/`: the rack planner (fewest moves to balance partitions over clusters x zones).
 //! - `guard/`: one broker per node, no foreign pods, node compliance, rack drift.
 //! - `overhead/`: how much of the node Kubernetes itself takes (cgroup v2 + sysinfo).
+//! - `heal/`: racks self-healing (one agent at a time, offenders that persist, a move budget).
 //! - `lease`: one agent at a time for cluster-wide work (a Kubernetes Lease).
 //! - `backoff`: exponential backoff and the wait a shutdown cuts short, for every loop.
 //! - `start`: every part started together, the API behind `kpool-serve`'s bounds.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod audit;
 pub mod backoff;
 pub mod guard;
+pub mod heal;
 pub mod health;
 pub mod jmx;
 pub mod kafka;

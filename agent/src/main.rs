@@ -62,6 +62,10 @@ struct RunArgs {
     /// This node (in a cluster; from the downward API's spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// kpool's namespace (from the downward API's metadata.namespace): where the racks
+    /// Lease and its Events live, with racks.selfHealing.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
     /// How often to poll Kafka.
     #[arg(long, env = "KPOOL_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     poll_interval: Duration,
@@ -213,6 +217,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         overhead_interval: args.overhead_interval,
         guard_interval: args.guard_interval,
         guard_backoff: args.guard_backoff,
+        namespace: args.namespace,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

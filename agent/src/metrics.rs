@@ -93,6 +93,15 @@ pub struct Metrics {
     pub overhead_sample_errors: Counter,
     /// The API listener's connections (open, cap, closed by reason, requests timed out).
     pub listeners: kpool_serve::ListenerMetrics,
+    /// 1 while this agent holds the racks Lease (it alone heals).
+    pub racks_leader: Gauge,
+    /// Partitions due for reassignment at the last healing round.
+    pub racks_due: Gauge,
+    /// Rack reassignments by result (reassignment-submitted, reassignment-done,
+    /// reassignment-left-alone, reported-audit-mode).
+    pub racks_reassignments_total: Family<ResultLabel, Counter>,
+    /// Healing runs by how they ended.
+    pub racks_runs_total: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -251,6 +260,35 @@ impl Metrics {
         );
         let listeners = kpool_serve::ListenerMetrics::default();
         listeners.register(&mut r);
+        let racks_leader = Gauge::default();
+        r.register(
+            "racks_leader",
+            "1 while this agent holds the racks Lease and heals the rack distribution",
+            racks_leader.clone(),
+        );
+        let racks_due = Gauge::default();
+        r.register(
+            "racks_due",
+            "Partitions due for reassignment at the last healing round",
+            racks_due.clone(),
+        );
+        let racks_reassignments_total = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "racks_reassignments",
+            "Rack reassignments by result",
+            racks_reassignments_total.clone(),
+        );
+        let racks_runs_total = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "racks_runs",
+            "Rack healing runs by how they ended",
+            racks_runs_total.clone(),
+        );
+        for result in crate::heal::RunResult::ALL {
+            let _ = racks_runs_total.get_or_create(&ResultLabel {
+                result: result.as_str(),
+            });
+        }
         for kind in crate::guard::Kind::ALL {
             guard_violations
                 .get_or_create(&KindLabel { kind: kind.code() })
@@ -271,6 +309,10 @@ impl Metrics {
             node_cpu_cores,
             overhead_sample_errors,
             listeners,
+            racks_leader,
+            racks_due,
+            racks_reassignments_total,
+            racks_runs_total,
             registry: r,
             partitions,
             broker_registered,
@@ -362,6 +404,23 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Counts a healing run's end.
+    pub fn racks_runs(&self, result: crate::heal::RunResult) {
+        self.racks_runs_total
+            .get_or_create(&ResultLabel {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a rack reassignment by result (an audit action's string, or
+    /// `reassignment-done`).
+    pub fn racks_reassignments(&self, result: &'static str) {
+        self.racks_reassignments_total
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub overhead_interval: Duration,
     pub guard_interval: Duration,
     pub guard_backoff: Duration,
+    /// kpool's namespace (the downward API's metadata.namespace): where the racks Lease and
+    /// its Events live. Needed only with `racks.selfHealing`.
+    pub namespace: Option<String>,
 }
 
 /// The API listener's default bounds: the brokers' probes and a scraper, not a crowd.
@@ -79,6 +82,10 @@ pub enum StartError {
         "cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}; run with --standalone to map pods by name instead"
     )]
     Kube(#[source] kube::Error),
+    #[error(
+        "racks.selfHealing is on but the agent does not know its namespace, where the Lease kpool-racks lives: set POD_NAMESPACE (the downward API's metadata.namespace) or --namespace"
+    )]
+    NoNamespace,
     #[error("cannot listen on {addr} (agent API, HTTP): {source}")]
     Bind {
         addr: SocketAddr,
@@ -158,6 +165,17 @@ pub async fn start(cfg: AgentConfig) -> Result<Running, StartError> {
             }
         }
         Some((view, kube, node)) => {
+            if policy.spec().racks.self_healing {
+                let namespace = cfg.namespace.clone().ok_or(StartError::NoNamespace)?;
+                tasks.push(tokio::spawn(heal_task(
+                    &cfg,
+                    agent.clone(),
+                    kube.clone(),
+                    &node,
+                    namespace,
+                    stop_rx.clone(),
+                )?));
+            }
             let actor = Actor::new(kube, &node, Retry::default());
             tasks.push(tokio::spawn(guard_loop(
                 agent.clone(),
@@ -232,6 +250,47 @@ pub async fn start(cfg: AgentConfig) -> Result<Running, StartError> {
         stop,
         tasks,
     })
+}
+
+/// The racks healer (`racks.selfHealing`): its own Kafka connection, the Lease, Events on
+/// it. Renews within a third of the Lease duration, so a healthy holder never loses it.
+fn heal_task(
+    cfg: &AgentConfig,
+    agent: Arc<Agent>,
+    kube: kube::Client,
+    node: &str,
+    namespace: String,
+    stop: watch::Receiver<bool>,
+) -> Result<impl Future<Output = ()> + use<>, StartError> {
+    let kafka = KafkaClient::new(KafkaConfig {
+        bootstrap: cfg.bootstrap.clone(),
+        timeout: cfg.kafka_timeout,
+        tls: cfg.kafka_tls.clone(),
+        client_id: format!("kpool-agent-racks/{}", env!("CARGO_PKG_VERSION")),
+    })?;
+    let interval = cfg.poll_interval.max(Duration::from_secs(1));
+    let lease = crate::lease::LeaseLock::new(
+        kube.clone(),
+        &namespace,
+        crate::heal::LEASE_NAME,
+        &format!("kpool-agent-{node}"),
+        (interval * 3).max(Duration::from_secs(15)),
+    );
+    tracing::info!(%namespace, lease = crate::heal::LEASE_NAME, "racks self-healing on: one agent at a time heals");
+    let healer = crate::heal::Healer {
+        agent,
+        policy: cfg.policy.clone(),
+        kafka,
+        lease,
+        events: Some((Actor::new(kube, node, Retry::default()), namespace)),
+        interval,
+        apply: crate::racks::apply::ApplyConfig {
+            timeout: Some(Duration::from_secs(30 * 60)),
+            ..crate::racks::apply::ApplyConfig::default()
+        },
+        audit: Arc::new(crate::audit::emit),
+    };
+    Ok(healer.run(stop))
 }
 
 impl Running {

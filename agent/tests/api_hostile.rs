@@ -26,6 +26,7 @@ fn config(limits: kpool_serve::Limits, cgroups: &std::path::Path) -> AgentConfig
         overhead_interval: Duration::from_secs(60),
         guard_interval: Duration::from_secs(60),
         guard_backoff: Duration::from_secs(60),
+        namespace: None,
     }
 }
 

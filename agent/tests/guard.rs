@@ -95,6 +95,7 @@ fn kinds(v: &[decide::Violation]) -> Vec<(Kind, String)> {
             let name = match &v.target {
                 Target::Pod { name, .. } => name.clone(),
                 Target::Node { name } => format!("node/{name}"),
+                Target::Lease { name, .. } => format!("lease/{name}"),
             };
             (v.kind, name)
         })

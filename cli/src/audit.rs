@@ -103,8 +103,8 @@ macro_rules! audit_values {
 }
 
 audit_values! {
-    /// What was decided: the webhook's answers, the guards' findings (webhook and agent) and
-    /// the agent's readiness overrides.
+    /// What was decided: the webhook's answers, the guards' findings (webhook and agent), the
+    /// agent's readiness overrides and rack reassignments.
     pub enum Decision {
         /// Webhook: a broker pod gets its identity (patch).
         Inject => "inject",
@@ -128,6 +128,9 @@ audit_values! {
         OverrideIgnored => "override-ignored",
         /// Agent: a readiness override annotation was removed.
         OverrideRemoved => "override-removed",
+        /// Agent (the Lease holder): a partition breaks the rack rule and is due for
+        /// reassignment.
+        RackReassignment => "rack-reassignment",
     }
 }
 
@@ -164,6 +167,10 @@ audit_values! {
         ReportedReady => "reported-ready",
         /// Agent: readiness is Kafka's verdict again.
         VerdictFromKafka => "verdict-from-kafka",
+        /// Agent racks healing: the reassignment was handed to the executor.
+        ReassignmentSubmitted => "reassignment-submitted",
+        /// Agent racks healing: the executor left the reassignment alone (the reason says why).
+        ReassignmentLeftAlone => "reassignment-left-alone",
     }
 }
 
@@ -268,7 +275,8 @@ mod tests {
             | Decision::Override
             | Decision::OverrideExpired
             | Decision::OverrideIgnored
-            | Decision::OverrideRemoved => 11,
+            | Decision::OverrideRemoved
+            | Decision::RackReassignment => 12,
         };
         let action_count = |a: Action| match a {
             Action::Patched
@@ -285,7 +293,9 @@ mod tests {
             | Action::Deleted
             | Action::DeleteFailed
             | Action::ReportedReady
-            | Action::VerdictFromKafka => 15,
+            | Action::VerdictFromKafka
+            | Action::ReassignmentSubmitted
+            | Action::ReassignmentLeftAlone => 17,
         };
         assert_eq!(Decision::ALL.len(), decision_count(Decision::Inject));
         assert_eq!(Action::ALL.len(), action_count(Action::Patched));

@@ -35,7 +35,7 @@ def test_design_is_in_the_repository():
     text = design.read_text()
     for section in ("## Data flow", "## Decisions", "## Kafka health", "## The broker mesh",
                     "## Racks: the planner", "## Racks: the executor",
-                    "## Racks: self-healing in the cluster (planned)"):
+                    "## Racks: self-healing in the cluster"):
         assert section in text, f"docs/DESIGN.md lacks {section!r}"
 
 

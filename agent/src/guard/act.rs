@@ -208,6 +208,7 @@ fn target_text(t: &Target) -> String {
             namespace, name, ..
         } => format!("pod {namespace}/{name}"),
         Target::Node { name } => format!("node {name}"),
+        Target::Lease { namespace, name } => format!("lease {namespace}/{name}"),
     }
 }
 
@@ -321,7 +322,8 @@ impl Actor {
         }
     }
 
-    /// Creates a Warning Event about `target` (events.k8s.io/v1).
+    /// Creates an Event about `target` (events.k8s.io/v1): a Warning about a pod or a node
+    /// (a violation), Normal about a Lease (a rack reassignment, work done on purpose).
     pub async fn event(
         &self,
         target: &Target,
@@ -345,6 +347,15 @@ impl Actor {
                 json!({"apiVersion": "v1", "kind": "Node", "name": name}),
                 name.as_str(),
             ),
+            Target::Lease { namespace, name } => (
+                namespace.as_str(),
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "namespace": namespace, "name": name}),
+                name.as_str(),
+            ),
+        };
+        let kind = match target {
+            Target::Lease { .. } => "Normal",
+            Target::Pod { .. } | Target::Node { .. } => "Warning",
         };
         // The API caps a note at 1 kB.
         let mut note = note.to_owned();
@@ -370,7 +381,7 @@ impl Actor {
             "reportingInstance": format!("kpool-agent-{}", self.node),
             "action": action,
             "reason": reason,
-            "type": "Warning",
+            "type": kind,
             "note": note,
             "regarding": regarding,
         });
@@ -412,7 +423,7 @@ impl Actor {
                 name,
                 uid,
             } => Some((namespace.as_str(), name.as_str(), uid.as_str())),
-            Target::Node { .. } => None,
+            Target::Node { .. } | Target::Lease { .. } => None,
         };
         let eviction = match (d.action, pod) {
             (Action::Evict, Some((namespace, name, uid))) => {
@@ -559,6 +570,11 @@ pub fn audit_record(
         },
         Target::Node { name } => Subject {
             namespace: String::new(),
+            name: name.clone(),
+            uid: String::new(),
+        },
+        Target::Lease { namespace, name } => Subject {
+            namespace: namespace.clone(),
             name: name.clone(),
             uid: String::new(),
         },

@@ -171,6 +171,11 @@ pub enum Target {
     Node {
         name: String,
     },
+    /// A Lease (racks healing records its reassignments on Lease `kpool-racks`).
+    Lease {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// One violation found on the node.

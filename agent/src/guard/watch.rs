@@ -41,7 +41,7 @@ pub async fn round(
             .filter(|v| v.kind == Kind::ForeignPod)
             .filter_map(|v| match &v.target {
                 Target::Pod { uid, .. } => Some(uid.as_str()),
-                Target::Node { .. } => None,
+                Target::Node { .. } | Target::Lease { .. } => None,
             })
             .collect();
         actor.retain_refusals(|uid| foreign.contains(uid));
