@@ -611,6 +611,12 @@ impl Default for Guard {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Racks {
+    /// What balanced means: `perDimension` (default), replicas per zone and per
+    /// Kubernetes cluster each within floor/ceil of RF over them (RF 6 over 3 x 2: 2 per
+    /// zone, 3 per cluster); `perCell`, also every (cluster, zone) cell within floor/ceil of
+    /// RF over the cells (RF 6: exactly 1 per cell).
+    #[serde(default)]
+    pub rule: RackRule,
     /// Plan and apply fixes for offending partitions, one agent at a time (a Lease). Off:
     /// the agents only report offenders.
     #[serde(default)]
@@ -631,9 +637,19 @@ pub struct Racks {
     pub throttle_bytes_per_second: u64,
 }
 
+/// What a balanced partition is (`racks.rule`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RackRule {
+    #[default]
+    PerDimension,
+    PerCell,
+}
+
 impl Default for Racks {
     fn default() -> Self {
         Self {
+            rule: RackRule::PerDimension,
             self_healing: false,
             persist_polls: default_persist_polls(),
             moves_per_run: default_moves_per_run(),

@@ -7,6 +7,7 @@ fn healing_is_off_by_default_with_bounded_runs() {
     let p = Policy::builtin().expect("valid");
     let r = &p.spec().racks;
     assert!(!r.self_healing);
+    assert_eq!(r.rule, kpool_policy::model::RackRule::PerDimension);
     assert_eq!(
         (r.persist_polls, r.moves_per_run, r.max_moves_per_broker),
         (2, 10, 5)
@@ -40,6 +41,14 @@ fn zero_bounds_and_unknown_fields_are_named() {
             "racks.maxMovesPerBroker: must be at least 1, found 0",
         ]
     );
+    let per_cell = DEFAULT_POLICY_YAML.replacen("rule: perDimension", "rule: perCell", 1);
+    assert_eq!(
+        Policy::from_yaml(&per_cell, "p").expect("valid").spec().racks.rule,
+        kpool_policy::model::RackRule::PerCell
+    );
+    let bad_rule = DEFAULT_POLICY_YAML.replacen("rule: perDimension", "rule: perZone", 1);
+    let e = Policy::from_yaml(&bad_rule, "p").expect_err("unknown rule");
+    assert!(e.to_string().contains("perZone"), "{e}");
     let typo = DEFAULT_POLICY_YAML.replacen("selfHealing: false", "selfHeal: true", 1);
     let e = Policy::from_yaml(&typo, "p").expect_err("unknown field");
     assert!(e.to_string().contains("selfHeal"), "{e}");

@@ -23,7 +23,8 @@ def test_off_by_default_grants_no_lease():
 def test_self_healing_grants_exactly_the_racks_lease_in_the_release_namespace():
     r = kc.render("racks-self-healing", HEALING)
     assert r.policy()["racks"] == {
-        "selfHealing": True, "persistPolls": 2, "movesPerRun": 4, "maxMovesPerBroker": 5,
+        "rule": "perDimension", "selfHealing": True, "persistPolls": 2, "movesPerRun": 4,
+        "maxMovesPerBroker": 5,
         "throttleBytesPerSecond": 52428800,
     }
     role = lease_role(r)

@@ -220,6 +220,8 @@ pub struct Layout {
     cell_brokers: Vec<Vec<usize>>,
     /// Brokers (live or dead) whose rack is missing or does not parse.
     unplaced: Vec<i32>,
+    /// `racks.rule: perCell`: every cell is bounded too.
+    per_cell: bool,
 }
 
 impl Layout {
@@ -270,6 +272,7 @@ impl Layout {
             cell,
             cell_brokers,
             unplaced,
+            per_cell: policy.spec().racks.rule == kpool_policy::model::RackRule::PerCell,
         }
     }
 
@@ -302,12 +305,23 @@ impl Layout {
         (split(rf, self.clusters.len()), split(rf, self.zones.len()))
     }
 
+    /// Replicas allowed per (cluster, zone) cell: floor/ceil of `rf` over the cells with
+    /// `racks.rule: perCell`, anything the dimensions allow otherwise.
+    pub fn cell_bounds(&self, rf: usize) -> (usize, usize) {
+        if self.per_cell {
+            split(rf, self.cells())
+        } else {
+            (0, rf)
+        }
+    }
+
     /// Whether `replicas` comply: distinct, all on live placed brokers, each cluster and
     /// zone within [`Layout::bounds`].
     pub fn complies(&self, replicas: &[i32]) -> bool {
         let z = self.zones.len();
         let mut rows = vec![0usize; self.clusters.len()];
         let mut cols = vec![0usize; z];
+        let mut cells = vec![0usize; self.cells()];
         for (i, id) in replicas.iter().enumerate() {
             if replicas[..i].contains(id) {
                 return false;
@@ -316,14 +330,17 @@ impl Layout {
                 Spot::Cell(k, _) => {
                     rows[k / z] += 1;
                     cols[k % z] += 1;
+                    cells[k] += 1;
                 }
                 Spot::Offline | Spot::Unplaced => return false,
             }
         }
         let ((rlo, rhi), (zlo, zhi)) = self.bounds(replicas.len());
+        let (klo, khi) = self.cell_bounds(replicas.len());
         !replicas.is_empty()
             && rows.iter().all(|n| (rlo..=rhi).contains(n))
             && cols.iter().all(|n| (zlo..=zhi).contains(n))
+            && cells.iter().all(|n| (klo..=khi).contains(n))
     }
 
     fn spot(&self, id: i32) -> Spot {
@@ -375,6 +392,7 @@ struct Search<'a> {
     rf: usize,
     rows: (usize, usize),
     cols: (usize, usize),
+    cell: (usize, usize),
     row_sum: Vec<usize>,
     col_sum: Vec<usize>,
     current: Vec<u8>,
@@ -397,10 +415,11 @@ impl Search<'_> {
         }
         let (ci, zi) = (k / self.z, k % self.z);
         let ub = self.cap[k]
+            .min(self.cell.1)
             .min(self.rows.1 - self.row_sum[ci])
             .min(self.cols.1 - self.col_sum[zi])
             .min(self.rf - total);
-        for v in 0..=ub {
+        for v in self.cell.0..=ub {
             // The row ends here: its sum must be in range; so must the column's on the last row.
             if zi + 1 == self.z && self.row_sum[ci] + v < self.rows.0 {
                 continue;
@@ -453,6 +472,7 @@ impl Layout {
             rf,
             rows,
             cols,
+            cell: self.cell_bounds(rf),
             row_sum: vec![0; c],
             col_sum: vec![0; z],
             current: vec![0; c * z],
@@ -511,6 +531,16 @@ impl Layout {
                 );
             }
         }
+        let (klo, khi) = self.cell_bounds(rf);
+        if let Some(k) = (0..cap.len()).find(|&k| cap[k] < klo) {
+            return format!(
+                "cell {} has {}, racks.rule perCell needs {} there (RF {rf} over {} cells)",
+                self.cell_name(k),
+                plural(cap[k], "live broker", "live brokers"),
+                plural(klo, "replica", "replicas"),
+                cap.len()
+            );
+        }
         let mut cells = String::new();
         for (k, n) in cap.iter().enumerate() {
             if k > 0 {
@@ -525,8 +555,13 @@ impl Layout {
                 format!("{lo}-{hi}")
             }
         };
+        let per_cell = if self.per_cell {
+            format!(" and {} per cell", range(klo, khi))
+        } else {
+            String::new()
+        };
         format!(
-            "no placement of RF {rf} with {} per cluster and {} per zone fits the live brokers per cell ({cells})",
+            "no placement of RF {rf} with {} per cluster and {} per zone{per_cell} fits the live brokers per cell ({cells})",
             range(rlo, rhi),
             range(zlo, zhi)
         )
@@ -607,8 +642,10 @@ impl<'l> Planner<'l> {
         if c == 0 {
             return false;
         }
+        let (klo, khi) = self.layout.cell_bounds(rf);
         (0..c).all(|ci| (rlo..=rhi).contains(&self.n[ci * z..(ci + 1) * z].iter().sum()))
             && (0..z).all(|zi| (zlo..=zhi).contains(&(0..c).map(|ci| self.n[ci * z + zi]).sum()))
+            && self.n[..c * z].iter().all(|n| (klo..=khi).contains(n))
     }
 
     /// Plans one offending partition within `budget` moves (left out, loads untouched,

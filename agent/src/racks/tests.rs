@@ -9,6 +9,11 @@ const ZONE_NAMES: [&str; 4] = ["za", "zb", "zc", "zd"];
 
 /// The built-in policy with `zones` zones named za, zb, ...; racks are `{cluster}-{zone}`.
 fn policy(zones: usize) -> Policy {
+    policy_with(zones, false)
+}
+
+/// [`policy`], with `racks.rule: perCell` when `per_cell`.
+fn policy_with(zones: usize, per_cell: bool) -> Policy {
     let yaml = kpool_policy::DEFAULT_POLICY_YAML.replace(
         "zones: [eu-west-1a, eu-west-1b, eu-west-1c]",
         &format!("zones: [{}]", ZONE_NAMES[..zones].join(", ")),
@@ -18,6 +23,15 @@ fn policy(zones: usize) -> Policy {
         kpool_policy::DEFAULT_POLICY_YAML,
         "the example changed"
     );
+    let yaml = if per_cell {
+        yaml.replacen(
+            "selfHealing: false",
+            "rule: perCell\n  selfHealing: false",
+            1,
+        )
+    } else {
+        yaml
+    };
     Policy::from_yaml(&yaml, "test").expect("policy")
 }
 
@@ -59,6 +73,8 @@ struct Small {
     /// (id, cluster, zone, alive)
     brokers: Vec<(i32, usize, usize, bool)>,
     partitions: Vec<Vec<i32>>,
+    /// `racks.rule: perCell`: every cell bounded too.
+    per_cell: bool,
 }
 
 impl Small {
@@ -81,6 +97,7 @@ impl Small {
         let rf = replicas.len();
         let mut rows = vec![0; self.clusters];
         let mut cols = vec![0; self.zones];
+        let mut cells = vec![0; self.clusters * self.zones];
         for (i, id) in replicas.iter().enumerate() {
             if replicas[..i].contains(id) {
                 return false;
@@ -89,6 +106,7 @@ impl Small {
                 Some((c, z, true)) => {
                     rows[c] += 1;
                     cols[z] += 1;
+                    cells[c * self.zones + z] += 1;
                 }
                 _ => return false,
             }
@@ -97,6 +115,7 @@ impl Small {
         rf > 0
             && rows.iter().all(|n| ok(*n, self.clusters))
             && cols.iter().all(|n| ok(*n, self.zones))
+            && (!self.per_cell || cells.iter().all(|n| ok(*n, cells.len())))
     }
 
     /// Every valid replica set: (moves from `current`, whether it keeps `current[0]`);
@@ -175,13 +194,20 @@ fn small() -> impl Strategy<Value = Small> {
                     .prop_map(move |p| p[..rf].to_vec()),
                 1..=4,
             );
-            (Just(clusters), Just(zones), Just(brokers), partitions)
+            (
+                Just(clusters),
+                Just(zones),
+                Just(brokers),
+                partitions,
+                any::<bool>(),
+            )
         })
-        .prop_map(|(clusters, zones, brokers, partitions)| Small {
+        .prop_map(|(clusters, zones, brokers, partitions, per_cell)| Small {
             clusters,
             zones,
             brokers,
             partitions,
+            per_cell,
         })
 }
 
@@ -199,7 +225,7 @@ proptest! {
     /// duplicate or dead destination, RF preserved; infeasible exactly when no valid set exists.
     #[test]
     fn plans_match_the_brute_force(s in small()) {
-        let policy = policy(s.zones);
+        let policy = policy_with(s.zones, s.per_cell);
         let brokers = s.inputs();
         let layout = Layout::new(&policy, &brokers, None);
         let parts: Vec<Assignment> = s
@@ -448,4 +474,38 @@ fn fewest_moves_wins_over_keeping_the_leader() {
     );
     assert_eq!(m.to[0], 20, "{m:?}");
     assert!(layout.complies(&m.to));
+}
+
+#[test]
+fn per_cell_puts_one_replica_in_every_cell_at_rf_6() {
+    // (2,1,0)/(0,1,2) keeps 2 per zone and 3 per cluster: fine per dimension, an offender
+    // per cell, fixed with the fewest moves to one replica per cell.
+    let brokers = grid(2);
+    let replicas = [0, 1, 10, 110, 120, 121];
+    let dimension = Layout::new(&policy(3), &brokers, None);
+    assert!(dimension.complies(&replicas));
+    let cell = Layout::new(&policy_with(3, true), &brokers, None);
+    assert!(!cell.complies(&replicas));
+    let p = plan(&cell, &[part("t", 0, &replicas)], &PlanOptions::default());
+    let m = find(&p, "t", 0).expect("planned");
+    assert_eq!(m.moves, 2, "{m:?}");
+    assert!(cell.complies(&m.to), "{m:?}");
+    assert_eq!(m.to[0], 0, "the leader stays first");
+    // A cell with no live broker cannot hold its one replica: infeasible, named.
+    let mut gone = grid(2);
+    gone.retain(|b| b.id != 120 && b.id != 121);
+    let layout = Layout::new(&policy_with(3, true), &gone, None);
+    let p = plan(
+        &layout,
+        &[part("t", 0, &[0, 10, 20, 100, 110, 999])],
+        &PlanOptions::default(),
+    );
+    assert_eq!(p.infeasible.len(), 1, "{p:?}");
+    assert!(
+        p.infeasible[0]
+            .reason
+            .contains("cell c1/zc has 0 live brokers, racks.rule perCell needs 1 replica there"),
+        "{}",
+        p.infeasible[0].reason
+    );
 }
