@@ -43,7 +43,11 @@ fn zero_bounds_and_unknown_fields_are_named() {
     );
     let per_cell = DEFAULT_POLICY_YAML.replacen("rule: perDimension", "rule: perCell", 1);
     assert_eq!(
-        Policy::from_yaml(&per_cell, "p").expect("valid").spec().racks.rule,
+        Policy::from_yaml(&per_cell, "p")
+            .expect("valid")
+            .spec()
+            .racks
+            .rule,
         kpool_policy::model::RackRule::PerCell
     );
     let bad_rule = DEFAULT_POLICY_YAML.replacen("rule: perDimension", "rule: perZone", 1);
