@@ -8,58 +8,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{
     BROKER_SAN, CLIENT_SAN, LoopbackMesh, TestCa, envoy, kubelet_volume, policy_with,
-    served_serial, wait_for,
+    produce_consume, python, served_serial, wait_for,
 };
 use kpool_certs::mesh::MeshOptions;
 use kpool_testkit::tansu::{self, NODE_ID};
-
-/// Creates a topic, produces `n` messages and consumes them back, all through `bootstrap`;
-/// prints `produced consumed` and the brokers Metadata names, or exits 1 saying what failed.
-const PRODUCE_CONSUME: &str = r#"
-import sys, uuid
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-bootstrap, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-common = {"bootstrap.servers": bootstrap, "broker.address.family": "v4",
-          "socket.timeout.ms": int(timeout * 1000), "reconnect.backoff.max.ms": 500}
-admin = AdminClient(dict(common))
-topic = "mesh-" + uuid.uuid4().hex[:8]
-try:
-    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
-                                 request_timeout=timeout).values():
-        f.result(timeout=timeout)
-    md = admin.list_topics(timeout=timeout)
-except Exception as e:
-    print("admin failed:", e)
-    sys.exit(1)
-print("brokers", " ".join(f"{b.id}={b.host}:{b.port}" for b in md.brokers.values()))
-p = Producer(dict(common, **{"message.timeout.ms": int(timeout * 1000)}))
-errors = []
-for i in range(n):
-    p.produce(topic, value=f"m{i}".encode(), on_delivery=lambda e, m: e and errors.append(e))
-left = p.flush(timeout)
-if left or errors:
-    print("produce failed:", left, "undelivered", errors[:3])
-    sys.exit(1)
-c = Consumer(dict(common, **{"group.id": topic, "auto.offset.reset": "earliest"}))
-c.subscribe([topic])
-got = []
-import time
-deadline = time.time() + timeout * 2
-while len(got) < n and time.time() < deadline:
-    m = c.poll(0.5)
-    if m is not None and not m.error():
-        got.append(m.value().decode())
-c.close()
-if got != [f"m{i}" for i in range(n)]:
-    print("consumed", len(got), "of", n, got[:3])
-    sys.exit(1)
-print("ok", n, len(got))
-"#;
 
 /// Sends one Kafka ApiVersions request to host:port, over TLS with the given client
 /// certificate (`tls`) or in plaintext (`plain`); prints `answered` when a Kafka answer
@@ -87,23 +42,6 @@ try:
 except (OSError, ssl.SSLError) as e:
     print("refused:", type(e).__name__, e)
 "#;
-
-fn python(script: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("dir");
@@ -156,9 +94,7 @@ fn a_kafka_client_produces_and_consumes_through_both_sidecars() {
         mesh.mesh_port,
     );
 
-    let run =
-        |n: u32, timeout: &str| python(PRODUCE_CONSUME, &[&advertised, &n.to_string(), timeout]);
-    let (ok, out) = run(20, "20");
+    let (ok, out) = produce_consume(&advertised, 20);
     assert!(ok, "through the mesh:\n{out}\n{}", mesh.logs());
     assert!(
         out.contains(&format!("brokers {NODE_ID}={advertised}")),
@@ -192,7 +128,7 @@ fn a_kafka_client_produces_and_consumes_through_both_sidecars() {
     wait_for("the rotated broker certificate served", || {
         served_serial(admin_broker).filter(|s| *s != first)
     });
-    let (ok, out) = run(5, "20");
+    let (ok, out) = produce_consume(&advertised, 5);
     assert!(ok && out.contains("ok 5 5"), "after rotation: {out}");
 
     // The client sidecar checks the broker: a broker certificate without the brokers'

@@ -19,70 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    BROKER_SAN, CLIENT_SAN, Running, TestCa, admin_get, envoy, free_port, policy_with, stat,
-    wait_for,
+    BROKER_SAN, CLIENT_SAN, Running, TestCa, admin_get, envoy, free_port, loopback_policy,
+    produce_consume, stat, wait_for,
 };
 use kpool_mesh::Format;
 use kpool_mesh::broker::{self, BrokerOptions};
 use kpool_testkit::tansu::{self, NODE_ID, Tansu};
-
-/// Creates a topic, produces `n` messages and consumes them back through `bootstrap`;
-/// prints `ok N N`, or exits 1 saying what failed.
-const PRODUCE_CONSUME: &str = r#"
-import sys, time, uuid
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-bootstrap, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-common = {"bootstrap.servers": bootstrap, "broker.address.family": "v4",
-          "socket.timeout.ms": int(timeout * 1000), "reconnect.backoff.max.ms": 500}
-admin = AdminClient(dict(common))
-topic = "xds-" + uuid.uuid4().hex[:8]
-try:
-    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
-                                 request_timeout=timeout).values():
-        f.result(timeout=timeout)
-except Exception as e:
-    print("admin failed:", e)
-    sys.exit(1)
-p = Producer(dict(common, **{"message.timeout.ms": int(timeout * 1000)}))
-errors = []
-for i in range(n):
-    p.produce(topic, value=f"m{i}".encode(), on_delivery=lambda e, m: e and errors.append(e))
-left = p.flush(timeout)
-if left or errors:
-    print("produce failed:", left, "undelivered", errors[:3])
-    sys.exit(1)
-c = Consumer(dict(common, **{"group.id": topic, "auto.offset.reset": "earliest"}))
-c.subscribe([topic])
-got = []
-deadline = time.time() + timeout * 2
-while len(got) < n and time.time() < deadline:
-    m = c.poll(0.5)
-    if m is not None and not m.error():
-        got.append(m.value().decode())
-c.close()
-if got != [f"m{i}" for i in range(n)]:
-    print("consumed", len(got), "of", n, got[:3])
-    sys.exit(1)
-print("ok", n, len(got))
-"#;
-
-fn produce_consume(bootstrap: &str, n: u32) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PRODUCE_CONSUME)
-        .args([bootstrap, &n.to_string(), "20"])
-        .output()
-        .expect("run python3");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// The `kpool-mesh serve` binary, killed when dropped.
 struct Serve {
@@ -92,14 +34,30 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(dir: &Path, xds: u16, args: &[&str]) -> Self {
+    /// Starts `serve` on `xds` with `--policy policy --endpoints-file endpoints
+    /// --config-dir config_dir` and `more` arguments, logging into `dir`, and waits until
+    /// it is ready.
+    fn start(
+        dir: &Path,
+        xds: u16,
+        policy: &Path,
+        endpoints: &Path,
+        config_dir: &Path,
+        more: &[&str],
+    ) -> Self {
         let metrics = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_kpool-mesh"))
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{xds}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .args(["--standalone", "--poll-interval", "1s"])
-            .args(args)
+            .arg("--policy")
+            .arg(policy)
+            .arg("--endpoints-file")
+            .arg(endpoints)
+            .arg("--config-dir")
+            .arg(config_dir)
+            .args(more)
             .stdout(std::fs::File::create(dir.join("audit.jsonl")).expect("audit"))
             .stderr(std::fs::File::create(dir.join("serve.log")).expect("log"))
             .spawn()
@@ -206,21 +164,11 @@ fn a_client_sidecar_follows_a_broker_move_through_the_control_plane() {
     let mesh_port = free_port();
     let base = mesh_port - u16::try_from(NODE_ID).expect("id");
     let admin_client = free_port();
-    let policy = |admin: u16, mtls: u16, broker_port: u16| {
-        policy_with(&[
-            ("basePort: 9091", &format!("basePort: {base}")),
-            ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
-            ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
-            ("containerPort: 9443", &format!("containerPort: {mtls}")),
-            ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
-            ("adminPort: 9901", &format!("adminPort: {admin}")),
-        ])
-    };
     let broker_sidecar = |name: &str, mtls: u16, broker_port: u16| {
         let admin = free_port();
         let dir = tmp.path().join(name);
         broker::render(
-            &policy(admin, mtls, broker_port),
+            &loopback_policy(base, mtls, broker_port, admin),
             &BrokerOptions {
                 config_dir: dir.clone(),
                 certs_dir: Some(broker_certs.clone()),
@@ -251,15 +199,14 @@ fn a_client_sidecar_follows_a_broker_move_through_the_control_plane() {
     // The control plane: brokers from tansu's Metadata (either port), endpoint pinned.
     let policy_dir = tmp.path().join("policy");
     std::fs::create_dir_all(&policy_dir).expect("dir");
-    let policy_file = policy_dir.join("policy.yaml");
-    std::fs::write(
-        &policy_file,
-        kpool_policy::DEFAULT_POLICY_YAML
-            .replacen("basePort: 9091", &format!("basePort: {base}"), 1)
-            .replacen("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200", 1)
-            .replacen("adminPort: 9901", &format!("adminPort: {admin_client}"), 1),
-    )
-    .expect("policy");
+    let policy_file = common::policy_file(
+        &policy_dir,
+        &[
+            ("basePort: 9091", &format!("basePort: {base}")),
+            ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
+            ("adminPort: 9901", &format!("adminPort: {admin_client}")),
+        ],
+    );
     let endpoints = tmp.path().join("endpoints");
     std::fs::write(&endpoints, format!("{NODE_ID}=127.0.0.1:{mtls}\n")).expect("endpoints");
     let client_dir = tmp.path().join("client");
@@ -269,15 +216,12 @@ fn a_client_sidecar_follows_a_broker_move_through_the_control_plane() {
     let serve = Serve::start(
         &serve_dir,
         xds,
+        &policy_file,
+        &endpoints,
+        &client_dir,
         &[
-            "--policy",
-            policy_file.to_str().expect("utf-8"),
             "--kafka-bootstrap",
             &format!("127.0.0.1:{broker_port},127.0.0.1:{broker_port2}"),
-            "--endpoints-file",
-            endpoints.to_str().expect("utf-8"),
-            "--config-dir",
-            client_dir.to_str().expect("utf-8"),
         ],
     );
 
@@ -369,18 +313,7 @@ fn a_listener_the_sidecar_cannot_bind_is_nacked_once_and_an_added_broker_appears
     let client_dir = tmp.path().join("client");
     std::fs::create_dir_all(&client_dir).expect("dir");
     let xds = free_port();
-    let serve = Serve::start(
-        tmp.path(),
-        xds,
-        &[
-            "--policy",
-            policy_file.to_str().expect("utf-8"),
-            "--endpoints-file",
-            endpoints.to_str().expect("utf-8"),
-            "--config-dir",
-            client_dir.to_str().expect("utf-8"),
-        ],
-    );
+    let serve = Serve::start(tmp.path(), xds, &policy_file, &endpoints, &client_dir, &[]);
     let config = client_bootstrap(&envoy, &policy_file, xds, &client_dir, &client_certs);
     let client_envoy = Running::start(&envoy, &config, admin_client, 1);
 
@@ -441,18 +374,13 @@ fn a_client_sidecar_reaches_the_control_plane_over_tls_and_checks_its_certificat
     let serve = Serve::start(
         tmp.path(),
         xds,
+        &common::policy_file(
+            tmp.path(),
+            &[("basePort: 9091", &format!("basePort: {base}"))],
+        ),
+        &endpoints,
+        &client_dir,
         &[
-            "--policy",
-            common::policy_file(
-                tmp.path(),
-                &[("basePort: 9091", &format!("basePort: {base}"))],
-            )
-            .to_str()
-            .expect("utf-8"),
-            "--endpoints-file",
-            endpoints.to_str().expect("utf-8"),
-            "--config-dir",
-            client_dir.to_str().expect("utf-8"),
             "--tls-cert",
             xds_certs.join("tls.crt").to_str().expect("utf-8"),
             "--tls-key",

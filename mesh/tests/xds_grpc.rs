@@ -125,9 +125,6 @@ async fn requests_wait_for_the_first_snapshot() {
 async fn a_broker_moving_pushes_only_endpoints_and_added_or_removed_keep_the_order() {
     let server = Server::start(Some(snapshot(&[0, 1, 2]))).await;
     let envoy = synced(&server, "sidecar-b", 3).await;
-    let clear = |e: &GrpcEnvoy| e.state.lock().expect("state").received.clear();
-
-    clear(&envoy);
     let moved = Snapshot::build(
         members_at(&[0, 1, 2], |id| {
             let host = if id == 1 { "10.1.1.1" } else { "10.0.0.0" };
@@ -136,26 +133,22 @@ async fn a_broker_moving_pushes_only_endpoints_and_added_or_removed_keep_the_ord
         CONFIG_DIR,
     )
     .expect("snapshot");
-    server.publish(Arc::new(moved));
-    envoy
-        .wait("the new endpoint", |e| {
-            e.endpoint_addrs()["kafka-stretch-1"] == ["10.1.1.1:9443"]
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        types(&envoy.state.lock().expect("state").received),
-        [ResourceType::Endpoint]
-    );
+    let got = push(&server, &envoy, Arc::new(moved), "the new endpoint", |e| {
+        e.endpoint_addrs()["kafka-stretch-1"] == ["10.1.1.1:9443"]
+    })
+    .await;
+    assert_eq!(got, [ResourceType::Endpoint]);
 
-    clear(&envoy);
-    server.publish(snapshot(&[0, 1, 2, 3]));
-    envoy
-        .wait("the new listener", |e| e.listeners.len() == 4)
-        .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = push(
+        &server,
+        &envoy,
+        snapshot(&[0, 1, 2, 3]),
+        "the new listener",
+        |e| e.listeners.len() == 4,
+    )
+    .await;
     assert_eq!(
-        types(&envoy.state.lock().expect("state").received),
+        got,
         [
             ResourceType::Cluster,
             ResourceType::Endpoint,
@@ -163,16 +156,16 @@ async fn a_broker_moving_pushes_only_endpoints_and_added_or_removed_keep_the_ord
         ]
     );
 
-    clear(&envoy);
-    server.publish(snapshot(&[0, 1, 3]));
-    envoy
-        .wait("broker 2 gone", |e| {
-            e.listeners.len() == 3 && e.clusters.len() == 3
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = push(
+        &server,
+        &envoy,
+        snapshot(&[0, 1, 3]),
+        "broker 2 gone",
+        |e| e.listeners.len() == 3 && e.clusters.len() == 3,
+    )
+    .await;
     assert_eq!(
-        types(&envoy.state.lock().expect("state").received),
+        got,
         [
             ResourceType::Endpoint,
             ResourceType::Listener,
@@ -181,6 +174,22 @@ async fn a_broker_moving_pushes_only_endpoints_and_added_or_removed_keep_the_ord
         ],
         "the listener goes before its cluster"
     );
+}
+
+/// Publishes `snapshot` and waits until `envoy` shows `what` (and a moment more, for
+/// anything pushed after it); returns the types of the resources it received, in order.
+async fn push(
+    server: &Server,
+    envoy: &GrpcEnvoy,
+    snapshot: Arc<Snapshot>,
+    what: &str,
+    done: impl Fn(&FakeEnvoy) -> bool,
+) -> Vec<ResourceType> {
+    envoy.state.lock().expect("state").received.clear();
+    server.publish(snapshot);
+    envoy.wait(what, done).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    types(&envoy.state.lock().expect("state").received)
 }
 
 #[tokio::test]

@@ -20,26 +20,108 @@ pub const CLIENT_SAN: &str = "spiffe://kpool.io/kafka/stretch/client/orders";
 /// The example policy's allowedSans entry: every client of the Kafka cluster.
 pub const CLIENT_PREFIX: &str = "spiffe://kpool.io/kafka/stretch/client/";
 
-/// The example policy with `replace` replaced by `by` (each must be in it).
-pub fn policy_with(edits: &[(&str, &str)]) -> Policy {
+/// The example policy's YAML with `replace` replaced by `by` (each must be in it).
+fn edited_policy(edits: &[(&str, &str)]) -> String {
     let mut yaml = DEFAULT_POLICY_YAML.to_owned();
     for (replace, by) in edits {
         assert!(yaml.contains(replace), "{replace:?} not in the policy");
         yaml = yaml.replacen(replace, by, 1);
     }
-    Policy::from_yaml(&yaml, "policy.yaml").expect("valid policy")
+    yaml
 }
 
-/// Writes `text` as a policy file in `dir`.
+/// The example policy with `replace` replaced by `by` (each must be in it).
+pub fn policy_with(edits: &[(&str, &str)]) -> Policy {
+    Policy::from_yaml(&edited_policy(edits), "policy.yaml").expect("valid policy")
+}
+
+/// Writes the example policy, edited as [`policy_with`] does, as `dir/policy.yaml`.
 pub fn policy_file(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
-    let mut yaml = DEFAULT_POLICY_YAML.to_owned();
-    for (replace, by) in edits {
-        assert!(yaml.contains(replace), "{replace:?} not in the policy");
-        yaml = yaml.replacen(replace, by, 1);
-    }
     let path = dir.join("policy.yaml");
-    std::fs::write(&path, yaml).expect("write policy");
+    std::fs::write(&path, edited_policy(edits)).expect("write policy");
     path
+}
+
+/// The example policy for a mesh on loopback: broker 111 (tansu) at mesh port
+/// `base + 111`, the broker sidecar's mTLS on `mtls`, the broker on `broker_port`, the
+/// sidecar's admin interface on `admin`.
+pub fn loopback_policy(base: u16, mtls: u16, broker_port: u16, admin: u16) -> Policy {
+    policy_with(&[
+        ("basePort: 9091", &format!("basePort: {base}")),
+        ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
+        ("mtlsPort: 9443", &format!("mtlsPort: {mtls}")),
+        ("containerPort: 9443", &format!("containerPort: {mtls}")),
+        ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
+        ("adminPort: 9901", &format!("adminPort: {admin}")),
+    ])
+}
+
+/// Creates a topic, produces `n` messages and consumes them back, all through `bootstrap`;
+/// prints the brokers Metadata names and `ok N N`, or exits 1 saying what failed.
+const PRODUCE_CONSUME: &str = r#"
+import sys, time, uuid
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+bootstrap, n, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+common = {"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+          "socket.timeout.ms": int(timeout * 1000), "reconnect.backoff.max.ms": 500}
+admin = AdminClient(dict(common))
+topic = "mesh-" + uuid.uuid4().hex[:8]
+try:
+    for f in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)],
+                                 request_timeout=timeout).values():
+        f.result(timeout=timeout)
+    md = admin.list_topics(timeout=timeout)
+except Exception as e:
+    print("admin failed:", e)
+    sys.exit(1)
+print("brokers", " ".join(f"{b.id}={b.host}:{b.port}" for b in md.brokers.values()))
+p = Producer(dict(common, **{"message.timeout.ms": int(timeout * 1000)}))
+errors = []
+for i in range(n):
+    p.produce(topic, value=f"m{i}".encode(), on_delivery=lambda e, m: e and errors.append(e))
+left = p.flush(timeout)
+if left or errors:
+    print("produce failed:", left, "undelivered", errors[:3])
+    sys.exit(1)
+c = Consumer(dict(common, **{"group.id": topic, "auto.offset.reset": "earliest"}))
+c.subscribe([topic])
+got = []
+deadline = time.time() + timeout * 2
+while len(got) < n and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        got.append(m.value().decode())
+c.close()
+if got != [f"m{i}" for i in range(n)]:
+    print("consumed", len(got), "of", n, got[:3])
+    sys.exit(1)
+print("ok", n, len(got))
+"#;
+
+/// Runs the Python `script` with `args`: whether it succeeded, and its stdout then stderr.
+pub fn python(script: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A Kafka client (confluent-kafka) creates a topic, produces `n` messages and consumes
+/// them back, all through `bootstrap` (20 s per step): `ok N N` on success, with a line
+/// `brokers ID=HOST:PORT ...` of what Metadata named.
+pub fn produce_consume(bootstrap: &str, n: u32) -> (bool, String) {
+    python(PRODUCE_CONSUME, &[bootstrap, &n.to_string(), "20"])
 }
 
 /// A mesh CA for tests.
@@ -298,19 +380,7 @@ impl LoopbackMesh {
         let base = mesh_port - u16::try_from(NODE_ID).expect("id");
         let (broker_port, mtls_port) = (free_port(), free_port());
         let (broker_admin, client_admin) = (free_port(), free_port());
-        let policy = |admin: u16| {
-            policy_with(&[
-                ("basePort: 9091", &format!("basePort: {base}")),
-                ("maxBrokersPerCluster: 100", "maxBrokersPerCluster: 200"),
-                ("mtlsPort: 9443", &format!("mtlsPort: {mtls_port}")),
-                (
-                    "containerPort: 9443",
-                    &format!("containerPort: {mtls_port}"),
-                ),
-                ("brokerPort: 9094", &format!("brokerPort: {broker_port}")),
-                ("adminPort: 9901", &format!("adminPort: {admin}")),
-            ])
-        };
+        let policy = |admin: u16| loopback_policy(base, mtls_port, broker_port, admin);
         let bootstrap = format!("127.0.0.5:{mesh_port}");
         let kafka_dir = dir.join("kafka");
         std::fs::create_dir_all(&kafka_dir).expect("kafka dir");
