@@ -266,50 +266,8 @@ impl FakeApi {
     /// of its resource (the watcher re-watches from the last resourceVersion it saw, and a
     /// real API server replays what happened since).
     fn flush(s: &mut State) {
-        let mut still = Vec::new();
-        for (what, send) in std::mem::take(&mut s.parked) {
-            let lines: Vec<String> = s
-                .pending
-                .iter()
-                .filter(|(w, _)| *w == what)
-                .map(|(_, l)| format!("{l}\n"))
-                .collect();
-            if lines.is_empty() {
-                still.push((what, send));
-                continue;
-            }
-            s.pending.retain(|(w, _)| *w != what);
-            send.send_response(
-                Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(Body::from(lines.concat().into_bytes()))
-                    .expect("response"),
-            );
-        }
-        s.parked = still;
-        let mut still = Vec::new();
-        for (namespace, send) in std::mem::take(&mut s.ns_parked) {
-            let lines: Vec<String> = s
-                .ns_pending
-                .iter()
-                .filter(|(ns, _)| *ns == namespace)
-                .map(|(_, l)| format!("{l}\n"))
-                .collect();
-            if lines.is_empty() {
-                still.push((namespace, send));
-                continue;
-            }
-            s.ns_pending.retain(|(ns, _)| *ns != namespace);
-            send.send_response(
-                Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(Body::from(lines.concat().into_bytes()))
-                    .expect("response"),
-            );
-        }
-        s.ns_parked = still;
+        answer_parked(&mut s.parked, &mut s.pending);
+        answer_parked(&mut s.ns_parked, &mut s.ns_pending);
     }
 
     /// A client whose requests this fake answers.
@@ -469,4 +427,34 @@ impl FakeApi {
         });
         kube::Client::new(service, "default")
     }
+}
+
+/// Answers each parked watch that has pending events for its key (a resource, a namespace)
+/// with those events, one JSON line each, and takes them off `pending`; watches without
+/// any stay parked.
+fn answer_parked<K: PartialEq>(
+    parked: &mut Vec<(K, SendResponse<Response<Body>>)>,
+    pending: &mut Vec<(K, String)>,
+) {
+    let mut still = Vec::new();
+    for (key, send) in std::mem::take(parked) {
+        let lines: Vec<String> = pending
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        if lines.is_empty() {
+            still.push((key, send));
+            continue;
+        }
+        pending.retain(|(k, _)| *k != key);
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(lines.concat().into_bytes()))
+                .expect("response"),
+        );
+    }
+    *parked = still;
 }
