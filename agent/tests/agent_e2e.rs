@@ -7,16 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::harness::{INTERVAL, Running};
-use support::kafka_server::{Behaviour, ClusterState, TestKafka};
-
-const RACKS: [&str; 6] = [
-    "k8s-a-eu-west-1a",
-    "k8s-a-eu-west-1b",
-    "k8s-a-eu-west-1c",
-    "k8s-b-eu-west-1a",
-    "k8s-b-eu-west-1b",
-    "k8s-b-eu-west-1c",
-];
+use support::kafka_server::{Behaviour, ClusterState, RACKS, TestKafka};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verdict_follows_the_cluster_within_one_poll() {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use kpool_agent::guard::act::{Actor, Retry};
 use kpool_agent::heal::{Healer, Persistence, Round, choose};
-use kpool_agent::kafka::{KafkaClient, KafkaConfig};
 use kpool_agent::lease::LeaseLock;
 use kpool_agent::pods::Standalone;
 use kpool_agent::racks::apply::ApplyConfig;
@@ -18,28 +17,10 @@ use kpool_agent::service::Agent;
 use kpool_cli::audit::{Action, AuditRecord, Decision};
 use kpool_policy::{DEFAULT_POLICY_YAML, Policy};
 use kpool_testkit::fake_api::FakeApi;
-use kpool_testkit::kafka_server::{ApiKey, CatchUp, ClusterState, TestKafka};
+use kpool_testkit::kafka_server::{ApiKey, ClusterState, TestKafka};
 use tokio::sync::watch;
 
 const NS: &str = "kpool-system";
-const RACKS: [&str; 6] = [
-    "k8s-a-eu-west-1a",
-    "k8s-a-eu-west-1b",
-    "k8s-a-eu-west-1c",
-    "k8s-b-eu-west-1a",
-    "k8s-b-eu-west-1b",
-    "k8s-b-eu-west-1c",
-];
-
-/// 12 brokers, two per cell; `orders` (8 x RF 6) with three offenders: orders-1 needs one
-/// move, orders-2 and orders-4 three each.
-fn skewed() -> ClusterState {
-    ClusterState::healthy(12, &RACKS, &[("orders", 8, 6)])
-        .assign("orders", 1, &[0, 6, 1, 2, 4, 5])
-        .assign("orders", 2, &[2, 8, 1, 7, 0, 6])
-        .assign("orders", 4, &[4, 10, 5, 11, 3, 9])
-        .catch_up(CatchUp::Polls(2))
-}
 
 fn policy(edits: &[(&str, &str)]) -> Arc<Policy> {
     let mut yaml = DEFAULT_POLICY_YAML.to_owned();
@@ -48,15 +29,6 @@ fn policy(edits: &[(&str, &str)]) -> Arc<Policy> {
         yaml = yaml.replacen(from, to, 1);
     }
     Arc::new(Policy::from_yaml(&yaml, "policy.yaml").expect("valid"))
-}
-
-fn kafka(server: &TestKafka) -> KafkaClient {
-    KafkaClient::new(KafkaConfig {
-        bootstrap: vec![server.bootstrap()],
-        timeout: Duration::from_secs(2),
-        ..KafkaConfig::default()
-    })
-    .expect("client")
 }
 
 type Lines = Arc<Mutex<Vec<AuditRecord>>>;
@@ -73,7 +45,7 @@ fn healer(
     let h = Healer {
         agent: agent.clone(),
         policy: policy.clone(),
-        kafka: kafka(server),
+        kafka: server.client(),
         lease: LeaseLock::new(
             api.client(),
             NS,
@@ -97,7 +69,7 @@ fn healer(
 }
 
 async fn replan(server: &TestKafka, policy: &Policy) -> Plan {
-    let snapshot = kafka(server).snapshot().await.expect("snapshot");
+    let snapshot = server.client().snapshot().await.expect("snapshot");
     let inputs = input::from_snapshot(&snapshot);
     plan(
         &Layout::new(policy, &inputs.brokers, None),
@@ -112,7 +84,7 @@ fn metric(agent: &Agent, line: &str) -> bool {
 
 #[tokio::test]
 async fn one_agent_heals_what_persists_and_the_other_follows() {
-    let server = TestKafka::start(skewed()).await;
+    let server = TestKafka::start(ClusterState::skewed()).await;
     server.update_state(|s| s.advertise_all(server.addr()));
     let api = FakeApi::default();
     let p = policy(&[("selfHealing: false", "selfHealing: true")]);
@@ -185,7 +157,7 @@ async fn one_agent_heals_what_persists_and_the_other_follows() {
             .is_some_and(|n| n.starts_with("orders-1: replicas"))
     );
     // Leaders first: kept by the plan, or elected at the end of the run.
-    let snapshot = kafka(&server).snapshot().await.expect("snapshot");
+    let snapshot = server.client().snapshot().await.expect("snapshot");
     for t in &snapshot.topics {
         for part in &t.partitions {
             assert_eq!(
@@ -201,7 +173,7 @@ async fn one_agent_heals_what_persists_and_the_other_follows() {
 
 #[tokio::test]
 async fn the_run_loop_heals_and_gives_the_lease_up_on_stop() {
-    let server = TestKafka::start(skewed()).await;
+    let server = TestKafka::start(ClusterState::skewed()).await;
     server.update_state(|s| s.advertise_all(server.addr()));
     let api = FakeApi::default();
     let p = policy(&[("selfHealing: false", "selfHealing: true")]);
@@ -228,7 +200,7 @@ async fn the_run_loop_heals_and_gives_the_lease_up_on_stop() {
 
 #[tokio::test]
 async fn audit_mode_reports_and_moves_nothing() {
-    let server = TestKafka::start(skewed()).await;
+    let server = TestKafka::start(ClusterState::skewed()).await;
     let api = FakeApi::default();
     let p = policy(&[
         ("selfHealing: false", "selfHealing: true"),
@@ -254,7 +226,7 @@ async fn audit_mode_reports_and_moves_nothing() {
 
 #[tokio::test]
 async fn a_broker_down_makes_healing_wait() {
-    let server = TestKafka::start(skewed().broker_down(3)).await;
+    let server = TestKafka::start(ClusterState::skewed().broker_down(3)).await;
     let api = FakeApi::default();
     let p = policy(&[("selfHealing: false", "selfHealing: true")]);
     let (mut h, _agent, lines) = healer(&server, &api, &p, "node-a");
@@ -273,7 +245,7 @@ async fn a_broker_down_makes_healing_wait() {
 
 #[tokio::test]
 async fn the_budget_takes_whole_partitions_that_fit_and_persistence_counts() {
-    let server = TestKafka::start(skewed()).await;
+    let server = TestKafka::start(ClusterState::skewed()).await;
     let p = policy(&[("movesPerRun: 10", "movesPerRun: 4")]);
     let full = replan(&server, &p).await;
     let racks = &p.spec().racks;

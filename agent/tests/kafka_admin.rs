@@ -6,35 +6,18 @@
 //! back, preferred-leader elections, and where requests go (the controller's advertised
 //! address, else the bootstrap connection).
 
-use std::time::Duration;
-
 use kpool_agent::kafka::{
-    ADMIN_ATTEMPTS, ConfigAlteration, ConfigOp, ConfigResource, ELECTION_NOT_NEEDED, KafkaClient,
-    KafkaConfig, KafkaError, NO_REASSIGNMENT_IN_PROGRESS, NOT_CONTROLLER,
-    PREFERRED_LEADER_NOT_AVAILABLE, Reassignment,
+    ADMIN_ATTEMPTS, ConfigAlteration, ConfigOp, ConfigResource, ELECTION_NOT_NEEDED, KafkaError,
+    NO_REASSIGNMENT_IN_PROGRESS, NOT_CONTROLLER, PREFERRED_LEADER_NOT_AVAILABLE, Reassignment,
 };
-use kpool_testkit::kafka_server::{ApiKey, CatchUp, ClusterState, TestKafka};
-
-fn client(server: &TestKafka) -> KafkaClient {
-    KafkaClient::new(KafkaConfig {
-        bootstrap: vec![server.bootstrap()],
-        timeout: Duration::from_secs(2),
-        ..KafkaConfig::default()
-    })
-    .expect("valid config")
-}
-
-/// An address nothing listens on: brokers advertised there refuse connections at once.
-fn closed() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], kpool_testkit::tansu::free_port()))
-}
+use kpool_testkit::kafka_server::{ApiKey, CatchUp, ClusterState, TestKafka, closed_addr};
 
 /// Six brokers advertised where nothing listens (admin requests fall back to the bootstrap
 /// connection), topic `orders` with 4 partitions of RF 3 on p, p+1, p+2.
 fn cluster() -> ClusterState {
     ClusterState::healthy(6, &[], &[("orders", 4, 3)])
         .catch_up(CatchUp::Polls(2))
-        .advertise_unreachable(closed())
+        .advertise_unreachable(closed_addr())
 }
 
 fn move_to(topic: &str, partition: i32, replicas: &[i32]) -> Reassignment {
@@ -60,7 +43,7 @@ fn count(server: &TestKafka, api: ApiKey) -> usize {
 #[tokio::test]
 async fn a_move_lists_target_plus_removing_until_the_added_replica_catches_up() {
     let server = TestKafka::start(cluster()).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     // orders-0 is on [0, 1, 2], led by 0: move 2 to 4.
     let out = c
         .alter_partition_reassignments(&[move_to("orders", 0, &[0, 1, 4])])
@@ -109,7 +92,7 @@ async fn a_move_lists_target_plus_removing_until_the_added_replica_catches_up() 
 #[tokio::test]
 async fn a_leader_leaving_hands_over_to_the_first_target_replica_in_the_isr() {
     let server = TestKafka::start(cluster()).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     // orders-1 is on [1, 2, 3], led by 1: move it off broker 1.
     c.alter_partition_reassignments(&[move_to("orders", 1, &[5, 2, 3])])
         .await
@@ -126,7 +109,7 @@ async fn a_leader_leaving_hands_over_to_the_first_target_replica_in_the_isr() {
 #[tokio::test]
 async fn cancel_reverts_and_refusals_name_partition_and_code() {
     let server = TestKafka::start(cluster()).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     c.alter_partition_reassignments(&[move_to("orders", 2, &[2, 3, 5])])
         .await
         .expect("submitted");
@@ -177,7 +160,7 @@ async fn cancel_reverts_and_refusals_name_partition_and_code() {
 #[tokio::test]
 async fn not_controller_refreshes_metadata_and_retries_within_a_bound() {
     let server = TestKafka::start(cluster().not_controller_for(2)).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     let out = c
         .alter_partition_reassignments(&[move_to("orders", 0, &[0, 1, 5])])
         .await
@@ -219,7 +202,7 @@ async fn configs_are_set_appended_subtracted_deleted_and_read_back() {
     // Every broker reachable at the server's address, so broker configs can be read back
     // from "their" broker.
     server.update_state(|s| s.advertise_all(server.addr()));
-    let mut c = client(&server);
+    let mut c = server.client();
     let rate = "leader.replication.throttled.rate";
     let replicas = "follower.replication.throttled.replicas";
     let out = c
@@ -303,7 +286,7 @@ async fn preferred_leaders_are_elected_when_in_the_isr() {
         .set_isr("orders", 0, &[1, 2, 0])
         .set_isr("orders", 2, &[3, 4]);
     let server = TestKafka::start(state).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     let out = c
         .elect_preferred_leaders(&[
             ("orders".into(), 0),
@@ -329,7 +312,7 @@ async fn preferred_leaders_are_elected_when_in_the_isr() {
 #[tokio::test]
 async fn an_added_replica_on_a_dead_broker_waits_until_it_returns() {
     let server = TestKafka::start(cluster()).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     c.alter_partition_reassignments(&[move_to("orders", 0, &[0, 1, 5])])
         .await
         .expect("submitted");
@@ -352,7 +335,7 @@ async fn an_added_replica_on_a_dead_broker_waits_until_it_returns() {
 #[tokio::test]
 async fn requests_go_to_the_controller_else_over_the_bootstrap_connection() {
     let server = TestKafka::start(cluster()).await;
-    let mut c = client(&server);
+    let mut c = server.client();
     // Broker 0, the controller, refuses connections: the bootstrap connection carries it.
     c.list_partition_reassignments()
         .await
@@ -371,7 +354,7 @@ async fn requests_go_to_the_controller_else_over_the_bootstrap_connection() {
         }
         s
     });
-    let mut c = client(&server);
+    let mut c = server.client();
     c.list_partition_reassignments().await.expect("to broker 3");
     assert_eq!(
         server.connections(),

@@ -11,42 +11,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use kpool_agent::kafka::{KafkaClient, KafkaConfig};
 use kpool_agent::racks::apply::{ApplyConfig, ApplyReport, ApplyStatus, apply};
 use kpool_agent::racks::execute::{ExecOptions, LeftAlone, Move};
 use kpool_agent::racks::input;
 use kpool_agent::racks::plan::{Layout, Plan, PlanOptions, plan};
 use kpool_policy::Policy;
-use kpool_testkit::kafka_server::{ApiKey, CatchUp, ClusterState, TestKafka};
+use kpool_testkit::kafka_server::{ApiKey, CatchUp, ClusterState, RACKS, TestKafka, closed_addr};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kpool-agent");
-
-const RACKS: [&str; 6] = [
-    "k8s-a-eu-west-1a",
-    "k8s-a-eu-west-1b",
-    "k8s-a-eu-west-1c",
-    "k8s-b-eu-west-1a",
-    "k8s-b-eu-west-1b",
-    "k8s-b-eu-west-1c",
-];
-
-/// 12 brokers, broker i in `RACKS[i % 6]` (two per cell); `orders` (8 partitions, RF 6)
-/// with three offenders: orders-1 has two replicas in k8s-a/1a and none in k8s-b/1a (one
-/// move), orders-2 is all in k8s-a and orders-4 all in k8s-b (three moves each).
-fn skewed() -> ClusterState {
-    ClusterState::healthy(12, &RACKS, &[("orders", 8, 6)])
-        .assign("orders", 1, &[0, 6, 1, 2, 4, 5])
-        .assign("orders", 2, &[2, 8, 1, 7, 0, 6])
-        .assign("orders", 4, &[4, 10, 5, 11, 3, 9])
-        .catch_up(CatchUp::Polls(2))
-        .advertise_unreachable(closed())
-}
-
-/// An address nothing listens on: brokers advertised there refuse connections at once, so
-/// their admin requests go over the bootstrap connection.
-fn closed() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], kpool_testkit::tansu::free_port()))
-}
 
 /// Starts the server with every broker advertised at its address (so requests meant for
 /// a broker reach it, and it answers config requests for every broker id).
@@ -60,7 +32,7 @@ async fn start_reachable(state: ClusterState) -> TestKafka {
 fn wide() -> ClusterState {
     ClusterState::healthy(12, &RACKS, &[("wide", 8, 3)])
         .catch_up(CatchUp::Polls(2))
-        .advertise_unreachable(closed())
+        .advertise_unreachable(closed_addr())
 }
 
 /// `wide-p` moves its last replica (p+2) to broker 11: every move adds a replica to 11.
@@ -75,15 +47,6 @@ fn onto_eleven() -> Vec<Move> {
         .collect()
 }
 
-fn client(server: &TestKafka) -> KafkaClient {
-    KafkaClient::new(KafkaConfig {
-        bootstrap: vec![server.bootstrap()],
-        timeout: Duration::from_secs(2),
-        ..KafkaConfig::default()
-    })
-    .expect("valid config")
-}
-
 fn fast(options: ExecOptions) -> ApplyConfig {
     ApplyConfig {
         options,
@@ -96,7 +59,7 @@ fn fast(options: ExecOptions) -> ApplyConfig {
 /// Runs the executor to its end; returns its report and progress lines.
 async fn run(server: &TestKafka, moves: Vec<Move>, config: ApplyConfig) -> (ApplyReport, String) {
     let policy = Policy::builtin().expect("policy");
-    let mut c = client(server);
+    let mut c = server.client();
     let mut progress = Vec::new();
     let report = apply(&mut c, &policy, moves, &config, &mut progress)
         .await
@@ -107,7 +70,7 @@ async fn run(server: &TestKafka, moves: Vec<Move>, config: ApplyConfig) -> (Appl
 /// The planner over what the cluster says now.
 async fn replan(server: &TestKafka) -> Plan {
     let policy = Policy::builtin().expect("policy");
-    let snapshot = client(server).snapshot().await.expect("snapshot");
+    let snapshot = server.client().snapshot().await.expect("snapshot");
     let inputs = input::from_snapshot(&snapshot);
     let layout = Layout::new(&policy, &inputs.brokers, None);
     plan(&layout, &inputs.partitions, &PlanOptions::default())
@@ -254,7 +217,7 @@ async fn a_broker_dying_mid_move_pauses_new_moves_until_it_returns() {
     let state = wide().topic_min_isr("wide", 3).catch_up(CatchUp::Polls(3));
     let server = TestKafka::start(state).await;
     let policy = Policy::builtin().expect("policy");
-    let mut c = client(&server);
+    let mut c = server.client();
     let config = fast(ExecOptions {
         max_per_broker: 1,
         throttle: None,
@@ -332,7 +295,7 @@ async fn a_re_run_after_a_crash_adopts_and_submits_nothing_twice() {
     });
     {
         let policy = Policy::builtin().expect("policy");
-        let mut c = client(&server);
+        let mut c = server.client();
         let mut progress = Vec::new();
         let run = apply(&mut c, &policy, onto_eleven(), &config, &mut progress);
         let crash = async {
@@ -381,7 +344,7 @@ async fn a_cluster_without_the_apis_is_refused_before_anything_changes() {
     let state = wide().without_api(ApiKey::AlterPartitionReassignments);
     let server = TestKafka::start(state).await;
     let policy = Policy::builtin().expect("policy");
-    let mut c = client(&server);
+    let mut c = server.client();
     let mut progress = Vec::new();
     let config = fast(ExecOptions {
         max_per_broker: 5,
@@ -444,7 +407,7 @@ fn args(list: &[&str]) -> Vec<String> {
 /// leader is its partition's first replica and no throttle is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_then_apply_heals_the_cluster() {
-    let server = start_reachable(skewed()).await;
+    let server = start_reachable(ClusterState::skewed()).await;
     let bootstrap = server.bootstrap();
     let dir = tempfile::tempdir().expect("tempdir");
     let plan_path = dir.path().join("plan.json");

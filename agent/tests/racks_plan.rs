@@ -6,19 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kpool_testkit::kafka_server::{ClusterState, TestKafka};
+use kpool_testkit::kafka_server::{ClusterState, RACKS, TestKafka};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kpool-agent");
-
-const RACKS: [&str; 6] = [
-    "k8s-a-eu-west-1a",
-    "k8s-a-eu-west-1b",
-    "k8s-a-eu-west-1c",
-    "k8s-b-eu-west-1a",
-    "k8s-b-eu-west-1b",
-    "k8s-b-eu-west-1c",
-];
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)

@@ -270,6 +270,23 @@ impl Default for ClusterState {
     }
 }
 
+/// The example policy's six racks, 2 Kubernetes clusters x 3 zones, cluster by cluster:
+/// with [`ClusterState::healthy`], broker `i` is in `RACKS[i % 6]`.
+pub const RACKS: [&str; 6] = [
+    "k8s-a-eu-west-1a",
+    "k8s-a-eu-west-1b",
+    "k8s-a-eu-west-1c",
+    "k8s-b-eu-west-1a",
+    "k8s-b-eu-west-1b",
+    "k8s-b-eu-west-1c",
+];
+
+/// An address nothing listens on (a port free right now on 127.0.0.1), for
+/// [`ClusterState::advertise_unreachable`].
+pub fn closed_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], crate::tansu::free_port()))
+}
+
 impl ClusterState {
     /// No brokers, no topics, every API at kafka-protocol's full version range, Kafka
     /// config style, broker default `min.insync.replicas` unset.
@@ -290,6 +307,18 @@ impl ClusterState {
             down_brokers: Vec::new(),
             peak_in_flight: BTreeMap::new(),
         }
+    }
+
+    /// The rack planner's skewed cluster: 12 brokers over [`RACKS`] (two per cell);
+    /// `orders` (8 partitions, RF 6) with three offenders: orders-1 has two replicas in
+    /// k8s-a/1a and none in k8s-b/1a (one move), orders-2 is all in k8s-a and orders-4
+    /// all in k8s-b (three moves each). Reassignments catch up after two polls.
+    pub fn skewed() -> Self {
+        Self::healthy(12, &RACKS, &[("orders", 8, 6)])
+            .assign("orders", 1, &[0, 6, 1, 2, 4, 5])
+            .assign("orders", 2, &[2, 8, 1, 7, 0, 6])
+            .assign("orders", 4, &[4, 10, 5, 11, 3, 9])
+            .catch_up(CatchUp::Polls(2))
     }
 
     /// A healthy cluster: brokers `0..brokers` at `broker-<id>.kafka.test:9092`, broker `i`
@@ -900,6 +929,16 @@ impl TestKafka {
     /// The address as a bootstrap entry (`127.0.0.1:PORT`).
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The agent's Kafka client bootstrapping from this server, 2 s per network step.
+    pub fn client(&self) -> kpool_agent::kafka::KafkaClient {
+        kpool_agent::kafka::KafkaClient::new(kpool_agent::kafka::KafkaConfig {
+            bootstrap: vec![self.bootstrap()],
+            timeout: Duration::from_secs(2),
+            ..kpool_agent::kafka::KafkaConfig::default()
+        })
+        .expect("valid config")
     }
 
     /// Replace the cluster state; the next request sees it.

@@ -23,20 +23,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use kafka_server::{Behaviour, ClusterState, TestKafka};
+use kafka_server::{Behaviour, ClusterState, RACKS, TestKafka};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-const RACKS: [&str; 6] = [
-    "k8s-a-eu-west-1a",
-    "k8s-a-eu-west-1b",
-    "k8s-a-eu-west-1c",
-    "k8s-b-eu-west-1a",
-    "k8s-b-eu-west-1b",
-    "k8s-b-eu-west-1c",
-];
 const POLL: Duration = Duration::from_millis(200);
 
 fn workspace_root() -> PathBuf {
