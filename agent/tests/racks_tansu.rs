@@ -13,12 +13,9 @@
 //! `KPOOL_REQUIRE_TANSU=1`, when it fails.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use kpool_agent::kafka::{
-    ConfigAlteration, ConfigOp, ConfigResource, KafkaClient, KafkaConfig, KafkaError, Reassignment,
-};
-use kpool_testkit::tansu::{self, NODE_ID, Tansu, free_port};
+use kpool_agent::kafka::{ConfigAlteration, ConfigOp, ConfigResource, KafkaError, Reassignment};
+use kpool_testkit::tansu::{self, NODE_ID, Tansu};
 
 const CREATE_TOPIC: &str = r#"
 import sys
@@ -42,14 +39,8 @@ fn what_tansu_implements_of_the_executors_apis() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let broker = Tansu::start(
-        &tansu,
-        bootstrap.parse().expect("addr"),
-        &bootstrap,
-        dir.path(),
-    );
+    let broker = Tansu::start_local(&tansu, dir.path());
+    let bootstrap = broker.listen().to_string();
     let out = Command::new("python3")
         .args(["-c", CREATE_TOPIC, &bootstrap])
         .output()
@@ -59,30 +50,8 @@ fn what_tansu_implements_of_the_executors_apis() {
         "creating the topic failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut client = KafkaClient::new(KafkaConfig {
-        bootstrap: vec![bootstrap.clone()],
-        timeout: Duration::from_secs(5),
-        ..KafkaConfig::default()
-    })
-    .expect("client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match runtime.block_on(client.snapshot()) {
-            Ok(s) if s.topics.iter().any(|t| t.name == "moving") => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no snapshot with the topic: {other:?}\n{}",
-                    broker.log()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    let (runtime, mut client, _) =
+        broker.client_when(|s| s.topics.iter().any(|t| t.name == "moving"));
     let v = client.negotiated().expect("connected");
     let offered = (
         v.list_reassignments,

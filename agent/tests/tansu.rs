@@ -6,11 +6,9 @@
 //! `KPOOL_REQUIRE_TANSU=1`, when it fails.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use kpool_agent::kafka::{KafkaClient, KafkaConfig};
 use kpool_agent::snapshot::Snapshot;
-use kpool_testkit::tansu::{self, Tansu, free_port};
+use kpool_testkit::tansu::{self, Tansu};
 
 /// Topics created through librdkafka's admin API: (name, partitions, replication factor,
 /// explicit min.insync.replicas).
@@ -72,43 +70,10 @@ fn snapshot_of_a_real_tansu_broker() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let broker = Tansu::start(
-        &tansu,
-        bootstrap.parse().expect("addr"),
-        &bootstrap,
-        dir.path(),
-    );
-    create_topics(&bootstrap);
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut client = KafkaClient::new(KafkaConfig {
-        bootstrap: vec![bootstrap.clone()],
-        timeout: Duration::from_secs(5),
-        ..KafkaConfig::default()
-    })
-    .expect("client");
-
-    // Topic creation may take a moment to show in Metadata.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let snapshot = loop {
-        let attempt = runtime.block_on(client.snapshot());
-        match attempt {
-            Ok(s) if has_all_topics(&s) => break s,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no complete snapshot from tansu within 20s; last: {other:#?}\nbroker log:\n{}",
-                    broker.log()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
+    let broker = Tansu::start_local(&tansu, dir.path());
+    let port = broker.listen().port();
+    create_topics(&broker.listen().to_string());
+    let (runtime, mut client, snapshot) = broker.client_when(has_all_topics);
     eprintln!(
         "tansu snapshot: negotiated {:?}; cluster {:?}, controller {:?}, brokers {:?}, \
          default min ISR {:?}",

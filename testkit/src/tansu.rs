@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kpool_agent::kafka::{KafkaClient, KafkaConfig};
+use kpool_agent::snapshot::Snapshot;
+use tokio::runtime::Runtime;
+
 /// The env var that makes a missing tansu or confluent-kafka a failure.
 pub const REQUIRE: &str = "KPOOL_REQUIRE_TANSU";
 
@@ -59,6 +63,7 @@ pub fn available() -> Option<PathBuf> {
 pub struct Tansu {
     child: Child,
     log: PathBuf,
+    listen: SocketAddr,
 }
 
 impl Tansu {
@@ -83,7 +88,7 @@ impl Tansu {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", tansu.display()));
-        let mut broker = Self { child, log };
+        let mut broker = Self { child, log, listen };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = broker.child.try_wait() {
@@ -101,6 +106,51 @@ impl Tansu {
                 broker.log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// [`Tansu::start`] on a free port of 127.0.0.1, advertising that address.
+    pub fn start_local(tansu: &Path, dir: &Path) -> Self {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Self::start(tansu, listen, &listen.to_string(), dir)
+    }
+
+    /// Where it listens.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The agent's Kafka client bootstrapping from this broker (5 s per network step) and
+    /// a current-thread runtime to drive it, once a snapshot satisfies `ready` (20 s at
+    /// most, else the test fails with tansu's log); with that snapshot.
+    pub fn client_when(
+        &self,
+        ready: impl Fn(&Snapshot) -> bool,
+    ) -> (Runtime, KafkaClient, Snapshot) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut client = KafkaClient::new(KafkaConfig {
+            bootstrap: vec![self.listen.to_string()],
+            timeout: Duration::from_secs(5),
+            ..KafkaConfig::default()
+        })
+        .expect("client");
+        // What was created may take a moment to show in Metadata.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match runtime.block_on(client.snapshot()) {
+                Ok(s) if ready(&s) => return (runtime, client, s),
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no snapshot as expected from tansu within 20s; last: {other:#?}\nbroker log:\n{}",
+                        self.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
         }
     }
 
