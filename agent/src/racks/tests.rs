@@ -24,11 +24,8 @@ fn policy_with(zones: usize, per_cell: bool) -> Policy {
         "the example changed"
     );
     let yaml = if per_cell {
-        yaml.replacen(
-            "selfHealing: false",
-            "rule: perCell\n  selfHealing: false",
-            1,
-        )
+        assert!(yaml.contains("rule: perDimension"), "the example changed");
+        yaml.replacen("rule: perDimension", "rule: perCell", 1)
     } else {
         yaml
     };
