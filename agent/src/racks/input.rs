@@ -12,6 +12,7 @@ use kpool_policy::Policy;
 use serde::Deserialize;
 
 use super::RackPlacer;
+use super::json_file::{self, JsonFileError};
 use super::plan::{Assignment, BrokerInput};
 use crate::snapshot::Snapshot;
 
@@ -26,19 +27,7 @@ pub struct Inputs {
 }
 
 /// A `--from` file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum InputError {
-    /// The file could not be read.
-    #[error("{origin}: cannot read: {message}")]
-    Read { origin: String, message: String },
-    /// A field is malformed or inconsistent; `path` is its JSON path.
-    #[error("{origin}: {path}: {message}")]
-    Invalid {
-        origin: String,
-        path: String,
-        message: String,
-    },
-}
+pub type InputError = JsonFileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,12 +60,7 @@ struct FilePartition {
 
 /// Reads a `--from` file (see [`parse_file`]).
 pub fn read_file(path: &Path, policy: &Policy) -> Result<Inputs, InputError> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::Read {
-        origin: origin.clone(),
-        message: e.to_string(),
-    })?;
-    parse_file(&text, &origin, policy)
+    json_file::read(path, |text, origin| parse_file(text, origin, policy))
 }
 
 /// Parses `{"brokers":[{"id":0,"rack":"k8s-a-eu-west-1a","alive":true},..],
@@ -85,18 +69,8 @@ pub fn read_file(path: &Path, policy: &Policy) -> Result<Inputs, InputError> {
 /// Checked: ids are unique and not negative, racks parse with the policy's `rackFormat`,
 /// every replica names a listed broker once, each (topic, partition) appears once.
 pub fn parse_file(text: &str, origin: &str, policy: &Policy) -> Result<Inputs, InputError> {
-    let invalid = |path: String, message: String| InputError::Invalid {
-        origin: origin.to_owned(),
-        path,
-        message,
-    };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let doc: FileDoc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        invalid(path, e.into_inner().to_string())
-    })?;
-    de.end()
-        .map_err(|e| invalid("(end)".to_owned(), e.to_string()))?;
+    let invalid = |path, message| InputError::invalid(origin, path, message);
+    let doc: FileDoc = json_file::parse(text, origin)?;
 
     let mut placer = RackPlacer::new(policy);
     let mut seen: HashMap<i32, usize> = HashMap::with_capacity(doc.brokers.len());

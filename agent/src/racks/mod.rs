@@ -10,6 +10,7 @@
 //! - [`apply`]: the executor's I/O shell over the Kafka client, and `racks status` /
 //!   `racks cancel`.
 //! - [`reassignment`]: reading a plan, kafka-reassign-partitions JSON (version 1).
+//! - [`json_file`]: how both files are read: strictly, errors naming the JSON path.
 //! - [`cli`]: `kpool-agent racks plan|apply|status|cancel`, what they print and their exit
 //!   codes.
 
@@ -17,6 +18,7 @@ pub mod apply;
 pub mod cli;
 pub mod execute;
 pub mod input;
+pub mod json_file;
 pub mod plan;
 pub mod reassignment;
 #[cfg(test)]

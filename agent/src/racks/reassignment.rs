@@ -12,21 +12,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::execute::Move;
+use super::json_file::{self, JsonFileError};
 
 /// A plan file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanFileError {
-    /// The file could not be read.
-    #[error("{origin}: cannot read: {message}")]
-    Read { origin: String, message: String },
-    /// A field is malformed or inconsistent; `path` is its JSON path.
-    #[error("{origin}: {path}: {message}")]
-    Invalid {
-        origin: String,
-        path: String,
-        message: String,
-    },
-}
+pub type PlanFileError = JsonFileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,12 +36,7 @@ struct Entry {
 
 /// Reads a plan file (see [`parse`]).
 pub fn read(path: &Path) -> Result<Vec<Move>, PlanFileError> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| PlanFileError::Read {
-        origin: origin.clone(),
-        message: e.to_string(),
-    })?;
-    parse(&text, &origin)
+    json_file::read(path, parse)
 }
 
 /// Parses `{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[0,3,..],
@@ -61,18 +45,8 @@ pub fn read(path: &Path) -> Result<Vec<Move>, PlanFileError> {
 /// and broker ids not negative; replicas not empty and without duplicates; each partition
 /// once; `log_dirs`, if given, one `"any"` per replica.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<Move>, PlanFileError> {
-    let invalid = |path: String, message: String| PlanFileError::Invalid {
-        origin: origin.to_owned(),
-        path,
-        message,
-    };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let doc: Doc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        invalid(path, e.into_inner().to_string())
-    })?;
-    de.end()
-        .map_err(|e| invalid("(end)".to_owned(), e.to_string()))?;
+    let invalid = |path, message| PlanFileError::invalid(origin, path, message);
+    let doc: Doc = json_file::parse(text, origin)?;
     if doc.version != 1 {
         return Err(invalid(
             "version".to_owned(),
