@@ -43,7 +43,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tracing::{debug, warn};
 
 use super::KafkaError;
-use super::client::{KafkaClient, Live, NegotiatedVersions, identify, message, range};
+use super::client::{KafkaClient, Live, NegotiatedVersions, broker_of, identify, message, range};
 use super::conn::label;
 use super::decode::{
     ALTER_REASSIGNMENTS_RANGE, DESCRIBE_CONFIGS_RANGE, ELECT_LEADERS_RANGE,
@@ -878,16 +878,7 @@ impl KafkaClient {
             self.live = Some(live);
             return Err(e);
         }
-        let brokers: Vec<Broker> = metadata
-            .brokers
-            .iter()
-            .map(|b| Broker {
-                id: b.node_id.0,
-                host: b.host.to_string(),
-                port: b.port,
-                rack: None,
-            })
-            .collect();
+        let brokers: Vec<Broker> = metadata.brokers.iter().map(broker_of).collect();
         if live.self_id.is_none() {
             live.self_id = identify(live.conn.addr(), live.conn.peer, &brokers);
         }

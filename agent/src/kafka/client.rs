@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
@@ -520,21 +521,22 @@ fn apply_reassignments(snapshot: &mut Snapshot, ongoing: ListPartitionReassignme
     }
 }
 
+/// A broker as Metadata describes it.
+pub(super) fn broker_of(b: &MetadataResponseBroker) -> Broker {
+    Broker {
+        id: b.node_id.0,
+        host: b.host.to_string(),
+        port: b.port,
+        rack: b.rack.as_ref().map(|r| r.to_string()),
+    }
+}
+
 /// Brokers, topics and partitions from Metadata; topics with a topic-level error are
 /// skipped (and logged), partitions are kept whatever their error code, because Kafka
 /// reports offline partitions with LEADER_NOT_AVAILABLE and they are exactly what the
 /// health engine must see.
 fn from_metadata(metadata: MetadataResponse) -> Snapshot {
-    let mut brokers: Vec<Broker> = metadata
-        .brokers
-        .into_iter()
-        .map(|b| Broker {
-            id: b.node_id.0,
-            host: b.host.to_string(),
-            port: b.port,
-            rack: b.rack.map(|r| r.to_string()),
-        })
-        .collect();
+    let mut brokers: Vec<Broker> = metadata.brokers.iter().map(broker_of).collect();
     brokers.sort_by_key(|b| b.id);
 
     let mut topics = Vec::with_capacity(metadata.topics.len());
