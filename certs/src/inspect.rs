@@ -167,13 +167,10 @@ pub fn verify_chain(
     name: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(), CertError> {
-    let fail = |detail: String| CertError::Verify {
-        origin: origin.to_owned(),
-        detail,
-    };
-    let Some(leaf) = chain.first() else {
-        return Err(fail("expected a certificate chain, found none".to_owned()));
-    };
+    let fail = verify_failure(origin);
+    let leaf = chain
+        .first()
+        .ok_or_else(|| fail("expected a certificate chain, found none".to_owned()))?;
     let parsed = ParsedCertificate::try_from(leaf).map_err(|e| fail(e.to_string()))?;
     let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
     verify_server_cert_signed_by_trust_anchor(
@@ -203,13 +200,10 @@ pub fn verify_client_chain(
     cas: &[CertificateDer<'_>],
     now: OffsetDateTime,
 ) -> Result<(), CertError> {
-    let fail = |detail: String| CertError::Verify {
-        origin: origin.to_owned(),
-        detail,
-    };
-    let Some(leaf) = chain.first() else {
-        return Err(fail("expected a certificate chain, found none".to_owned()));
-    };
+    let fail = verify_failure(origin);
+    let leaf = chain
+        .first()
+        .ok_or_else(|| fail("expected a certificate chain, found none".to_owned()))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         std::sync::Arc::new(roots_of(cas)),
@@ -221,6 +215,14 @@ pub fn verify_client_chain(
         .verify_client_cert(leaf, &chain[1..], unix_time(now))
         .map_err(|e| fail(format!("does not chain to the given CA(s): {e}")))?;
     Ok(())
+}
+
+/// How a verification of `origin` that failed is reported: `detail` says why.
+fn verify_failure(origin: &str) -> impl Fn(String) -> CertError + '_ {
+    move |detail| CertError::Verify {
+        origin: origin.to_owned(),
+        detail,
+    }
 }
 
 /// What `kpool-certs inspect` reports for one certificate.
