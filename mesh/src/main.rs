@@ -86,15 +86,8 @@ struct ServeArgs {
     /// re-read when it changes: a change is a membership change.
     #[arg(long, env = "KPOOL_MESH_ENDPOINTS_FILE")]
     endpoints_file: Option<PathBuf>,
-    /// The brokers' StatefulSet: broker idBase+N is pod <statefulset>-N.
-    #[arg(long, env = "KPOOL_MESH_STATEFULSET", default_value = client::DEFAULT_STATEFULSET)]
-    statefulset: String,
-    /// The brokers' namespace; default: the policy's brokers.namespaces when it lists one.
-    #[arg(long, env = "KPOOL_MESH_BROKER_NAMESPACE")]
-    namespace: Option<String>,
-    /// The advertised listener (in listener.template) whose host reaches a broker pod.
-    #[arg(long, env = "KPOOL_MESH_LISTENER", default_value = client::DEFAULT_LISTENER)]
-    listener: String,
+    #[command(flatten)]
+    pods: BrokerPodArgs,
     /// Where the client sidecars read their SDS files (what `client-config --xds` was
     /// given as --config-dir).
     #[arg(long, env = "KPOOL_MESH_CONFIG_DIR", default_value = client::DEFAULT_CONFIG_DIR)]
@@ -146,15 +139,8 @@ struct ClientConfigArgs {
     /// (tests; networks without cross-cluster DNS). Repeat for several brokers.
     #[arg(long = "endpoint", env = "KPOOL_MESH_ENDPOINTS", value_delimiter = ',', value_name = "ID=HOST:PORT", value_parser = parse_endpoint, conflicts_with = "xds")]
     endpoints: Vec<(i32, client::Endpoint)>,
-    /// The brokers' StatefulSet: broker idBase+N is pod <statefulset>-N.
-    #[arg(long, env = "KPOOL_MESH_STATEFULSET", default_value = client::DEFAULT_STATEFULSET)]
-    statefulset: String,
-    /// The brokers' namespace; default: the policy's brokers.namespaces when it lists one.
-    #[arg(long, env = "KPOOL_MESH_BROKER_NAMESPACE")]
-    namespace: Option<String>,
-    /// The advertised listener (in listener.template) whose host reaches a broker pod.
-    #[arg(long, env = "KPOOL_MESH_LISTENER", default_value = client::DEFAULT_LISTENER)]
-    listener: String,
+    #[command(flatten)]
+    pods: BrokerPodArgs,
     /// Read the client certificate from this directory instead of the policy's mesh.tls.dir
     /// (a local run, a test); every file the policy names must be there.
     #[arg(long, env = "KPOOL_MESH_CERTS_DIR")]
@@ -169,6 +155,32 @@ struct ClientConfigArgs {
     /// Output format of the bootstrap (Envoy reads both).
     #[arg(long, env = "KPOOL_MESH_FORMAT", value_enum, default_value_t = FormatArg::Yaml)]
     format: FormatArg,
+}
+
+/// How a broker's pod is named and reached: `client-config` and `serve` read it the same.
+#[derive(Args, Debug)]
+struct BrokerPodArgs {
+    /// The brokers' StatefulSet: broker idBase+N is pod <statefulset>-N.
+    #[arg(long, env = "KPOOL_MESH_STATEFULSET", default_value = client::DEFAULT_STATEFULSET)]
+    statefulset: String,
+    /// The brokers' namespace; default: the policy's brokers.namespaces when it lists one.
+    #[arg(long, env = "KPOOL_MESH_BROKER_NAMESPACE")]
+    namespace: Option<String>,
+    /// The advertised listener (in listener.template) whose host reaches a broker pod.
+    #[arg(long, env = "KPOOL_MESH_LISTENER", default_value = client::DEFAULT_LISTENER)]
+    listener: String,
+}
+
+impl BrokerPodArgs {
+    /// Client options with these names, the rest default.
+    fn options(self) -> ClientOptions {
+        ClientOptions {
+            statefulset: self.statefulset,
+            namespace: self.namespace,
+            listener: self.listener,
+            ..ClientOptions::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -312,11 +324,9 @@ fn run_client_config(a: ClientConfigArgs) -> Result<()> {
     let options = ClientOptions {
         brokers: a.brokers.map(|b| b.0).unwrap_or_default(),
         endpoints,
-        statefulset: a.statefulset,
-        namespace: a.namespace,
-        listener: a.listener,
         config_dir: a.config_dir,
         certs_dir: a.certs_dir,
+        ..a.pods.options()
     };
     let bundle = client::render(&policies, &options)?;
     emit(&bundle, a.out, a.format.into())
@@ -365,7 +375,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
             .clone()
             .or_else(|| policies.first().map(|p| p.spec().cluster.clone()))
     };
-    let pod_namespaces: Vec<String> = match (&a.namespace, &local_cluster) {
+    let pod_namespaces: Vec<String> = match (&a.pods.namespace, &local_cluster) {
         (Some(ns), _) => vec![ns.clone()],
         (None, Some(local)) => policies
             .iter()
@@ -381,12 +391,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
     let config = ServeConfig {
         membership: MembershipOptions {
             policies,
-            routes: ClientOptions {
-                statefulset: a.statefulset,
-                namespace: a.namespace,
-                listener: a.listener,
-                ..ClientOptions::default()
-            },
+            routes: a.pods.options(),
             config_dir: serve::config_dir(&a.config_dir)?,
             pins,
             endpoints_file: a.endpoints_file,
