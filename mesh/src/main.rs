@@ -368,22 +368,13 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
-    let local_cluster = if a.standalone {
-        None
-    } else {
-        a.kubernetes_cluster
-            .clone()
-            .or_else(|| policies.first().map(|p| p.spec().cluster.clone()))
-    };
-    let pod_namespaces: Vec<String> = match (&a.pods.namespace, &local_cluster) {
-        (Some(ns), _) => vec![ns.clone()],
-        (None, Some(local)) => policies
-            .iter()
-            .filter(|p| p.spec().cluster == *local)
-            .flat_map(|p| p.spec().brokers.namespaces.clone())
-            .collect(),
-        (None, None) => Vec::new(),
-    };
+    let local_cluster =
+        serve::local_cluster(a.standalone, a.kubernetes_cluster.as_deref(), &policies);
+    let pod_namespaces = serve::pod_namespaces(
+        a.pods.namespace.as_deref(),
+        local_cluster.as_deref(),
+        &policies,
+    );
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(serve::tls_config(cert, key)?),
         _ => None,

@@ -254,3 +254,70 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, std::io::
     listen()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{flag} {addr}: cannot listen: {e}")))
 }
+
+/// Which Kubernetes cluster's brokers are reached at their pod IPs (from the Kubernetes API):
+/// none with `--standalone`, else `--kubernetes-cluster`, else the first policy's cluster.
+pub fn local_cluster(
+    standalone: bool,
+    flag: Option<&str>,
+    policies: &[kpool_policy::Policy],
+) -> Option<String> {
+    if standalone {
+        return None;
+    }
+    flag.map(str::to_owned)
+        .or_else(|| policies.first().map(|p| p.spec().cluster.clone()))
+}
+
+/// The namespaces whose broker pods are watched: `--namespace` when given, else the
+/// `brokers.namespaces` of the local cluster's policies; none without a local cluster.
+pub fn pod_namespaces(
+    flag: Option<&str>,
+    local_cluster: Option<&str>,
+    policies: &[kpool_policy::Policy],
+) -> Vec<String> {
+    match (flag, local_cluster) {
+        (Some(ns), _) => vec![ns.to_owned()],
+        (None, Some(local)) => policies
+            .iter()
+            .filter(|p| p.spec().cluster == local)
+            .flat_map(|p| p.spec().brokers.namespaces.clone())
+            .collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpool_policy::Policy;
+
+    fn both() -> Vec<Policy> {
+        let a = Policy::builtin().expect("k8s-a");
+        let b = Policy::from_yaml(
+            include_str!("../../../examples/policy-k8s-b.yaml"),
+            "policy-k8s-b.yaml",
+        )
+        .expect("k8s-b");
+        vec![a, b]
+    }
+
+    #[test]
+    fn the_local_cluster_and_its_broker_namespaces() {
+        let p = both();
+        assert_eq!(local_cluster(true, Some("k8s-b"), &p), None);
+        assert_eq!(local_cluster(false, None, &p).as_deref(), Some("k8s-a"));
+        assert_eq!(
+            local_cluster(false, Some("k8s-b"), &p).as_deref(),
+            Some("k8s-b")
+        );
+        assert_eq!(local_cluster(false, None, &[]), None);
+        assert_eq!(pod_namespaces(None, Some("k8s-b"), &p), ["streaming"]);
+        assert_eq!(
+            pod_namespaces(Some("kafka-eu"), Some("k8s-a"), &p),
+            ["kafka-eu"]
+        );
+        assert!(pod_namespaces(None, None, &p).is_empty());
+        assert!(pod_namespaces(None, Some("k8s-c"), &p).is_empty());
+    }
+}
