@@ -147,7 +147,7 @@ impl Metrics {
         let rack_offenders = Family::<DimensionLabel, Gauge>::default();
         r.register(
             "rack_distribution_offenders",
-            "Partitions spread unevenly over zones or clusters",
+            "Partitions outside the rack rule, by dimension (zone, cluster; cell with racks.rule perCell)",
             rack_offenders.clone(),
         );
         let poll_duration = Histogram::new([
@@ -361,6 +361,9 @@ impl Metrics {
                 dimension: "cluster",
             })
             .set(gauge(h.racks.cluster_skew.count));
+        self.rack_offenders
+            .get_or_create(&DimensionLabel { dimension: "cell" })
+            .set(gauge(h.racks.cell_skew.count));
     }
 
     /// Publishes one overhead sample.

@@ -274,13 +274,58 @@ fn rack_skew_is_named_per_dimension() {
     let h = evaluate(&s, &policy(), 10);
     assert_eq!(
         h.racks.cluster_skew.first,
-        ["orders-0: 4 of 6 replicas in cluster k8s-b (max 3)"]
+        ["orders-0: 4 of 6 replicas in cluster k8s-b (the rule allows 3)"]
     );
     assert_eq!(
         h.racks.zone_skew.first,
-        ["orders-1: 3 of 6 replicas in zone eu-west-1b (max 2)"]
+        ["orders-1: 3 of 6 replicas in zone eu-west-1b (the rule allows 2)"]
     );
     assert_eq!(h.racks.unknown_rack_brokers, [4]);
+}
+
+#[test]
+fn the_report_judges_by_the_planners_rule_floor_and_cells_included() {
+    let mut s = healthy();
+    // RF 4 as (2, 2, 0) over the zones: no zone over ceil(4/3) = 2, but zone c under
+    // floor 1; the clusters hold 2 + 2, fine.
+    s.topics[0].partitions[2].replicas = vec![0, 1, 100, 101];
+    // RF 6 as 3 per cluster and 2 per zone, but (2,1,0)/(0,1,2) over the cells: fine per
+    // dimension, an offender per cell.
+    s.brokers.push(Broker {
+        id: 3,
+        host: "b3".into(),
+        port: 9092,
+        rack: Some("k8s-a-eu-west-1a".into()),
+    });
+    s.brokers.push(Broker {
+        id: 103,
+        host: "b103".into(),
+        port: 9092,
+        rack: Some("k8s-b-eu-west-1c".into()),
+    });
+    s.topics[0].partitions[3].replicas = vec![0, 3, 1, 101, 102, 103];
+    let h = evaluate(&s, &policy(), 10);
+    assert_eq!(
+        h.racks.zone_skew.first,
+        ["orders-2: 0 of 4 replicas in zone eu-west-1c (the rule allows 1-2)"]
+    );
+    assert_eq!(h.racks.cluster_skew.count, 0);
+    assert_eq!(h.racks.cell_skew.count, 0, "perDimension: cells are free");
+    let per_cell = Policy::from_yaml(
+        &kpool_policy::DEFAULT_POLICY_YAML.replacen("rule: perDimension", "rule: perCell", 1),
+        "p",
+    )
+    .expect("valid");
+    let h = evaluate(&s, &per_cell, 10);
+    assert_eq!(
+        h.racks.cell_skew.first,
+        ["orders-3: 2 of 6 replicas in cell k8s-b/eu-west-1c (the rule allows 1)"],
+        "orders-2 holds at most 1 per cell (RF 4 over 6 cells: 0-1)"
+    );
+    // A replica on a broker gone from Metadata: judged on over-full values only.
+    s.topics[0].partitions[2].replicas = vec![0, 1, 100, 999];
+    let h = evaluate(&s, &policy(), 10);
+    assert_eq!(h.racks.zone_skew.count, 0, "{:?}", h.racks.zone_skew);
 }
 
 #[test]
@@ -468,7 +513,14 @@ fn recount(s: &Snapshot, policy: &Policy) -> Recount {
                         .count()
                 })
                 .collect();
-            if zones.iter().any(|n| *n > rf.div_ceil(zones.len())) {
+            // The rule: within floor/ceil of rf over the values; a partition with a replica
+            // on an unplaced broker is judged on over-full values only.
+            let placed = p.replicas.iter().all(|b| rack_of(*b).is_some());
+            let off = |counts: &[usize]| {
+                let (lo, hi) = (rf / counts.len(), rf.div_ceil(counts.len()));
+                counts.iter().any(|n| *n > hi || (placed && *n < lo))
+            };
+            if off(&zones) {
                 r.zone_skew += 1;
             }
             let cl: Vec<usize> = clusters
@@ -480,7 +532,7 @@ fn recount(s: &Snapshot, policy: &Policy) -> Recount {
                         .count()
                 })
                 .collect();
-            if !cl.is_empty() && cl.iter().any(|n| *n > rf.div_ceil(cl.len())) {
+            if !cl.is_empty() && off(&cl) {
                 r.cluster_skew += 1;
             }
         }

@@ -1,7 +1,10 @@
-//! Rack distribution: for each partition, replicas per zone and per Kubernetes cluster
-//! against an even spread (no value holds more than ceil(RF / number of values): with RF 6
-//! over 3 zones x 2 clusters, 2 per zone and 3 per cluster). Racks are parsed with the
-//! policy's rack format ([`RackPlacer`], shared with the rack planner).
+//! Rack distribution: for each partition, replicas per zone and per Kubernetes cluster (and
+//! per cell with `racks.rule: perCell`) against the rack rule, the planner's: each within
+//! floor/ceil of RF over them ([`crate::racks::spread`]; RF 6 over 3 zones x 2 clusters: 2 per
+//! zone, 3 per cluster). A partition with replicas on unplaced brokers is checked for
+//! over-full values only (it is short somewhere by construction, and counted in
+//! `unplaced_replicas`). Racks are parsed with the policy's rack format ([`RackPlacer`],
+//! shared with the planner).
 
 use kpool_policy::Policy;
 use serde::Serialize;
@@ -17,10 +20,12 @@ pub struct RackReport {
     /// Kubernetes clusters seen in registered brokers' racks.
     pub clusters: Vec<String>,
     pub partitions_checked: usize,
-    /// Partitions with more replicas in one zone than an even spread allows.
+    /// Partitions with more (or fewer) replicas in one zone than the rule allows.
     pub zone_skew: Offenders,
-    /// Partitions with more replicas in one cluster than an even spread allows.
+    /// Partitions with more (or fewer) replicas in one cluster than the rule allows.
     pub cluster_skew: Offenders,
+    /// `racks.rule: perCell`: partitions with more (or fewer) replicas in one cell.
+    pub cell_skew: Offenders,
     /// Registered brokers whose rack is missing or does not parse with the policy's format.
     pub unknown_rack_brokers: Vec<i32>,
     /// Replicas on brokers whose rack is unknown (not registered, or unparsable).
@@ -33,6 +38,8 @@ pub(super) struct Evaluator {
     report: RackReport,
     zone_counts: Vec<usize>,
     cluster_counts: Vec<usize>,
+    /// Per (cluster, zone) cell, with `racks.rule: perCell`; empty otherwise.
+    cell_counts: Vec<usize>,
     limit: usize,
 }
 
@@ -53,10 +60,19 @@ impl Evaluator {
             .collect();
         let zones = placer.zones().to_vec();
         let clusters = placer.into_clusters();
+        let per_cell = policy.spec().racks.rule == kpool_policy::model::RackRule::PerCell;
         Self {
             place,
             zone_counts: vec![0; zones.len()],
             cluster_counts: vec![0; clusters.len()],
+            cell_counts: vec![
+                0;
+                if per_cell {
+                    zones.len() * clusters.len()
+                } else {
+                    0
+                }
+            ],
             report: RackReport {
                 zones,
                 clusters,
@@ -76,34 +92,47 @@ impl Evaluator {
         self.report.partitions_checked += 1;
         self.zone_counts.iter_mut().for_each(|c| *c = 0);
         self.cluster_counts.iter_mut().for_each(|c| *c = 0);
+        self.cell_counts.iter_mut().for_each(|c| *c = 0);
+        let z = self.zone_counts.len();
+        let mut unplaced = false;
         for id in &p.replicas {
             match slot(*id).and_then(|s| self.place[s]) {
-                Some((c, z)) => {
+                Some((c, zi)) => {
                     self.cluster_counts[c] += 1;
-                    self.zone_counts[z] += 1;
+                    self.zone_counts[zi] += 1;
+                    if let Some(n) = self.cell_counts.get_mut(c * z + zi) {
+                        *n += 1;
+                    }
                 }
-                None => self.report.unplaced_replicas += 1,
+                None => {
+                    self.report.unplaced_replicas += 1;
+                    unplaced = true;
+                }
             }
         }
         let rf = p.replicas.len();
         let limit = self.limit;
-        if let Some((i, n, max)) = worst(&self.zone_counts, rf) {
+        if let Some((i, n, lo, hi)) = crate::racks::outside(&self.zone_counts, rf, unplaced) {
             let zone = &self.report.zones[i];
-            self.report.zone_skew.add(limit, || {
-                format!(
-                    "{}: {n} of {rf} replicas in zone {zone} (max {max})",
-                    name()
-                )
-            });
+            self.report
+                .zone_skew
+                .add(limit, || skew(&name(), n, rf, lo, hi, "zone", zone));
         }
-        if let Some((i, n, max)) = worst(&self.cluster_counts, rf) {
+        if let Some((i, n, lo, hi)) = crate::racks::outside(&self.cluster_counts, rf, unplaced) {
             let cluster = &self.report.clusters[i];
-            self.report.cluster_skew.add(limit, || {
-                format!(
-                    "{}: {n} of {rf} replicas in cluster {cluster} (max {max})",
-                    name()
-                )
-            });
+            self.report
+                .cluster_skew
+                .add(limit, || skew(&name(), n, rf, lo, hi, "cluster", cluster));
+        }
+        if let Some((k, n, lo, hi)) = crate::racks::outside(&self.cell_counts, rf, unplaced) {
+            let cell = format!(
+                "{}/{}",
+                self.report.clusters[k / z],
+                self.report.zones[k % z]
+            );
+            self.report
+                .cell_skew
+                .add(limit, || skew(&name(), n, rf, lo, hi, "cell", &cell));
         }
     }
 
@@ -112,16 +141,12 @@ impl Evaluator {
     }
 }
 
-/// The most over-full value, if any exceeds ceil(rf / values).
-fn worst(counts: &[usize], rf: usize) -> Option<(usize, usize, usize)> {
-    if counts.is_empty() {
-        return None;
-    }
-    let max = rf.div_ceil(counts.len());
-    counts
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > max)
-        .max_by_key(|(_, n)| **n)
-        .map(|(i, n)| (i, *n, max))
+/// `orders-1: 3 of 6 replicas in zone eu-west-1b (the rule allows 2)`.
+fn skew(name: &str, n: usize, rf: usize, lo: usize, hi: usize, what: &str, which: &str) -> String {
+    let allowed = if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    };
+    format!("{name}: {n} of {rf} replicas in {what} {which} (the rule allows {allowed})")
 }

@@ -26,6 +26,44 @@ mod tests;
 
 use kpool_policy::Policy;
 
+/// The rack rule's bound: replicas allowed per zone, per cluster or per cell when `rf`
+/// replicas are spread over `parts` of them, as inclusive (floor, ceil) of `rf / parts`;
+/// (0, 0) for no parts. The planner's targets and the health report's offenders both use
+/// it, so they agree on what balanced means.
+pub fn spread(rf: usize, parts: usize) -> (usize, usize) {
+    if parts == 0 {
+        return (0, 0);
+    }
+    (rf / parts, rf.div_ceil(parts))
+}
+
+/// The count furthest outside `spread(rf, counts.len())`, as (index, count, floor, ceil):
+/// an over-full value first (the larger the worse), else an under-full one. With
+/// `over_only`, values under the floor are not looked at (a partition with replicas on
+/// unplaced brokers is short somewhere by construction; the report counts those apart).
+pub fn outside(
+    counts: &[usize],
+    rf: usize,
+    over_only: bool,
+) -> Option<(usize, usize, usize, usize)> {
+    let (lo, hi) = spread(rf, counts.len());
+    let over = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > hi)
+        .max_by_key(|(_, n)| **n)
+        .map(|(i, n)| (i, *n, lo, hi));
+    if over.is_some() || over_only {
+        return over;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n < lo)
+        .min_by_key(|(_, n)| **n)
+        .map(|(i, n)| (i, *n, lo, hi))
+}
+
 /// Parses racks into (cluster, zone) indices: zones are the policy's, in its order;
 /// clusters are numbered in the order first seen (or fixed up front with
 /// [`RackPlacer::with_clusters`]).

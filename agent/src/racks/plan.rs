@@ -45,7 +45,7 @@ use std::fmt::Write as _;
 use kpool_policy::Policy;
 use serde::Serialize;
 
-use super::RackPlacer;
+use super::{RackPlacer, spread};
 
 /// The bound on the search for one replication factor's targets; past it the RF is
 /// reported infeasible instead of planned (the sizes in play need at most 3,999 steps).
@@ -302,14 +302,17 @@ impl Layout {
     /// Replicas allowed per cluster and per zone at replication factor `rf`, as inclusive
     /// (min, max) ranges: `floor`/`ceil` of `rf` over the clusters and over the zones.
     pub fn bounds(&self, rf: usize) -> ((usize, usize), (usize, usize)) {
-        (split(rf, self.clusters.len()), split(rf, self.zones.len()))
+        (
+            spread(rf, self.clusters.len()),
+            spread(rf, self.zones.len()),
+        )
     }
 
     /// Replicas allowed per (cluster, zone) cell: floor/ceil of `rf` over the cells with
     /// `racks.rule: perCell`, anything the dimensions allow otherwise.
     pub fn cell_bounds(&self, rf: usize) -> (usize, usize) {
         if self.per_cell {
-            split(rf, self.cells())
+            spread(rf, self.cells())
         } else {
             (0, rf)
         }
@@ -364,14 +367,6 @@ impl Layout {
         let z = self.zones.len();
         format!("{}/{}", self.clusters[k / z], self.zones[k % z])
     }
-}
-
-/// (floor, ceil) of `rf / parts`; (0, 0) for no parts.
-fn split(rf: usize, parts: usize) -> (usize, usize) {
-    if parts == 0 {
-        return (0, 0);
-    }
-    (rf / parts, rf.div_ceil(parts))
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
