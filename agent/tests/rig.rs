@@ -3,7 +3,8 @@
 //! must accept) and the Normal Event recorded on it.
 //!
 //! Opt-in: runs only with `RIG_BIN` set and `KUBECONFIG` naming a running rig
-//! (`../shared/rig`; `scripts/rig-test` starts one, runs this, and stops it). CI has no rig.
+//! (`RIG=DIR scripts/rig-test` starts one from the rig's scripts in DIR, runs this, and stops
+//! it). CI has no rig.
 
 use std::time::Duration;
 
