@@ -63,6 +63,10 @@ struct ServeArgs {
     /// Where ADS (gRPC) listens.
     #[arg(long, env = "KPOOL_MESH_LISTEN", default_value = "0.0.0.0:18000")]
     listen: SocketAddr,
+    /// Sidecars connected at once (one connection each); past it new ones wait in the
+    /// accept queue. Lowered at start to fit the open-file limit.
+    #[arg(long, env = "KPOOL_MESH_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
     /// Where /readyz, /healthz and /metrics listen; none without it.
     #[arg(long, env = "KPOOL_MESH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -342,6 +346,22 @@ fn pins(flags: Vec<(i32, client::Endpoint)>) -> Result<BTreeMap<i32, client::End
     Ok(endpoints)
 }
 
+/// The ADS listener's bounds, its connection cap fitted to the open-file limit (one
+/// descriptor per sidecar, a reserve for Kafka, the Kubernetes watches and the metrics port).
+fn ads_limits(max_connections: usize) -> kpool_serve::Limits {
+    let mut caps = [max_connections];
+    if let Some(soft) = kpool_serve::fd_soft_limit()
+        && kpool_serve::fit_caps(&mut caps, 256, soft)
+    {
+        tracing::warn!(
+            fd_limit = soft,
+            max_connections = caps[0],
+            "ADS connection cap lowered to fit the open-file limit"
+        );
+    }
+    kpool_mesh::xds::server::ads_limits(caps[0])
+}
+
 fn run_serve(a: ServeArgs) -> Result<()> {
     a.logging.init()?;
     kpool_cli::install_crypto_provider();
@@ -392,6 +412,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         },
         kafka,
         tls,
+        ads_limits: ads_limits(a.max_connections),
         pods: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -423,7 +444,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
             audit,
             kpool_cli::shutdown_signal(),
         )
-        .await?;
+        .await;
         Ok(())
     })
 }

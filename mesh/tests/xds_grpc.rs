@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use kpool_mesh::xds::server::serve;
+use kpool_mesh::xds::server::{ads_limits, spawn};
 use kpool_mesh::xds::{AdsService, ResourceType, Snapshot, XdsMetrics};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use xds_support::{
     CONFIG_DIR, FakeEnvoy, GrpcEnvoy, members_at, server_certs, snapshot, tls_channel,
 };
@@ -22,7 +22,7 @@ struct Server {
     addr: SocketAddr,
     publish: watch::Sender<Option<Arc<Snapshot>>>,
     metrics: Arc<XdsMetrics>,
-    stop: Option<oneshot::Sender<()>>,
+    serving: Option<kpool_serve::Serving>,
 }
 
 impl Server {
@@ -32,7 +32,15 @@ impl Server {
 
     async fn start_with(
         first: Option<Arc<Snapshot>>,
-        tls: Option<tonic::transport::ServerTlsConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        Self::start_limited(first, tls, ads_limits(2048)).await
+    }
+
+    async fn start_limited(
+        first: Option<Arc<Snapshot>>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        limits: kpool_serve::Limits,
     ) -> Self {
         // serve's own bind: an accept queue for 1,000 sidecars connecting at once.
         let listener = kpool_mesh::serve::bind("--listen", "127.0.0.1:0".parse().expect("addr"))
@@ -42,19 +50,18 @@ impl Server {
         let (publish, snapshots) = watch::channel(first);
         let metrics = Arc::new(XdsMetrics::default());
         let service = AdsService::new(snapshots, metrics.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            serve(listener, service, tls, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
+        let serving = spawn(
+            listener,
+            service,
+            tls,
+            limits,
+            &kpool_serve::ListenerMetrics::default(),
+        );
         Self {
             addr,
             publish,
             metrics,
-            stop: Some(stop),
+            serving: Some(serving),
         }
     }
 
@@ -65,8 +72,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(serving) = self.serving.take() {
+            // Stops accepting and closes what is open; nothing waits for it.
+            tokio::spawn(serving.shutdown(Duration::ZERO));
         }
     }
 }
@@ -425,4 +433,66 @@ async fn wait_metric(f: impl Fn() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The ADS listener is kpool's hardened one: a connection that never starts its stream
+/// (silent TCP, no HTTP/2 preface) is closed at the first-request bound, idle connections
+/// too, and no more than the cap are open at once; a synced sidecar's stream, which carries
+/// no new request for as long as nothing changes, is not idle and keeps following.
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_but_a_live_stream_is_not() {
+    use tokio::io::AsyncReadExt as _;
+    let limits = kpool_serve::Limits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        max_connections: 3,
+        ..ads_limits(3)
+    };
+    let server = Server::start_limited(Some(snapshot(&[0, 1, 2])), None, limits).await;
+    let envoy = synced(&server, "sidecar-a", 3).await;
+
+    // Silent: closed within the bound (EOF), not held forever.
+    let mut silent = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("tcp");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "a silent connection must be closed");
+    let stats = server.serving.as_ref().expect("serving").stats().clone();
+    assert!(stats.closed_idle() >= 1);
+
+    // Past the idle bound, the synced sidecar's stream still follows a change.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    server.publish(snapshot(&[0, 1, 2, 3]));
+    envoy
+        .wait("a live stream is not idle", |e| e.listeners.len() == 4)
+        .await;
+
+    // The cap: with three open, a fourth waits in the accept queue, unserved.
+    let held: Vec<_> = hold(server.addr, 2).await;
+    wait_metric(|| stats.open() == 3).await;
+    assert!(stats.saturated());
+    drop(held);
+}
+
+/// `n` TCP connections that send the HTTP/2 preface and stay (each counts as open).
+async fn hold(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        v.push(s);
+    }
+    v
 }

@@ -29,7 +29,7 @@ struct Running {
     metrics: Arc<MeshMetrics>,
     audit: Arc<Mutex<Vec<u8>>>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -75,6 +75,7 @@ impl Running {
             },
             kafka,
             tls: None,
+            ads_limits: kpool_mesh::xds::server::ads_limits(64),
             pods,
         };
         let metrics = Arc::new(MeshMetrics::default());
@@ -115,8 +116,7 @@ impl Running {
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("stops within 10s")
-            .expect("task")
-            .expect("clean stop");
+            .expect("a clean stop");
     }
 }
 

@@ -9,11 +9,14 @@
 //! - **first request**: a new connection must start a request within
 //!   [`Limits::header_timeout`] (hyper's own HTTP/1 header timeout also applies; the
 //!   HTTP/1-or-2 detection that precedes it has none, so this watchdog is the real bound);
-//! - **idle**: a connection with no request in flight is closed once no request has started
-//!   or finished for [`Limits::idle_timeout`]; bytes that start no request (a header dripped
-//!   byte by byte, HTTP/2 pings) do not keep it open;
-//! - **request**: from its headers to its answer (the body included, since handlers read
-//!   it inside the service future) a request has [`Limits::request_timeout`], then gets 408;
+//! - **idle**: a connection with no request in flight (a request is in flight until its
+//!   answer's body ends, so a long-lived stream is not idle) is closed once no request has
+//!   started or finished for [`Limits::idle_timeout`]; bytes that start no request (a header
+//!   dripped byte by byte, HTTP/2 pings) do not keep it open; HTTP/2 connections are pinged,
+//!   so a peer that vanished with a stream open is found;
+//! - **request**: from its headers to its answer's headers (the request body included, since
+//!   handlers read it inside the service future; a streaming handler answers at once and
+//!   streams after) a request has [`Limits::request_timeout`], then gets 408;
 //! - **HTTP/2**: at most [`Limits::max_h2_streams`] concurrent streams per connection, and a
 //!   bounded header list.
 //!
@@ -30,6 +33,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -78,6 +82,10 @@ impl Default for Limits {
 /// An HTTP/2 header list larger than this is refused (the API server sends a few hundred
 /// bytes).
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+/// How often an HTTP/2 connection is pinged, and how long its answer may take.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a connection told to close (idle, or at shutdown past its grace) may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -294,7 +302,11 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_h2_streams)
         .max_header_list_size(MAX_H2_HEADER_LIST)
-        .keep_alive_interval(None);
+        // PINGs find a peer that vanished with a stream open (no FIN), which the idle
+        // watchdog leaves alone while a request is in flight; they start no request, so
+        // they never keep an idle connection open.
+        .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     b
 }
 
@@ -466,8 +478,14 @@ where
             let shared = shared.clone();
             async move {
                 let resp = answer(&shared, req).await;
-                drop(guard);
-                Ok::<_, Infallible>(resp)
+                // A request is in flight until its answer's body ends: a streamed answer
+                // (a gRPC stream) keeps its connection from being closed as idle.
+                Ok::<_, Infallible>(resp.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _in_flight = &guard;
+                        frame
+                    }))
+                }))
             }
         })
     };

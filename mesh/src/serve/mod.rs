@@ -42,20 +42,12 @@ pub struct ServeConfig {
     /// The Kafka client of the membership (none: pinned brokers only).
     pub kafka: Option<KafkaClient>,
     /// TLS of the ADS listener (none: plaintext gRPC).
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The ADS listener's bounds ([`crate::xds::server::ads_limits`]).
+    pub ads_limits: kpool_serve::Limits,
     /// Broker pods of this Kubernetes cluster and the signal that one changed (none:
     /// `--standalone`).
     pub pods: Option<(Arc<dyn pods::PodAddresses>, Arc<tokio::sync::Notify>)>,
-}
-
-/// Why the control plane stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("the ADS server on {addr} failed: {source}")]
-    Grpc {
-        addr: String,
-        source: tonic::transport::Error,
-    },
 }
 
 /// Runs the control plane on `xds` (ADS) and `http` (readiness, metrics) until `shutdown`
@@ -67,7 +59,7 @@ pub async fn run(
     metrics: Arc<MeshMetrics>,
     audit: AuditSink,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
+) {
     let xds_addr = xds
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -97,41 +89,25 @@ pub async fn run(
         )
     });
     let service = AdsService::new(snapshots, metrics.xds.clone());
-    let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let grpc = tokio::spawn(crate::xds::server::serve(xds, service, config.tls, async {
-        let _ = grpc_stopped.await;
-    }));
+    let ads = crate::xds::server::spawn(
+        xds,
+        service,
+        config.tls,
+        config.ads_limits,
+        &metrics.listeners,
+    );
     tracing::info!(xds = xds_addr, http = ?http.as_ref().map(kpool_serve::Serving::addr), "kpool-mesh serve started");
 
-    let mut grpc = grpc;
-    let result = tokio::select! {
-        () = shutdown => Ok(()),
-        r = &mut grpc => Err(r),
-    };
+    shutdown.await;
     // Stopping the membership drops the publisher, which ends every ADS stream; then the
-    // gRPC server has nothing left to drain.
+    // ADS listener has nothing left to drain.
     let _ = stop.send(true);
     let _ = membership.await;
-    let _ = grpc_stop.send(());
+    ads.shutdown(SHUTDOWN_GRACE).await;
     if let Some(http) = http {
         http.shutdown(SHUTDOWN_GRACE).await;
     }
-    match result {
-        Ok(()) => {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, grpc).await;
-            tracing::info!("kpool-mesh serve stopped");
-            Ok(())
-        }
-        Err(Ok(Ok(()))) => Ok(()),
-        Err(Ok(Err(source))) => Err(ServeError::Grpc {
-            addr: xds_addr,
-            source,
-        }),
-        Err(Err(join)) => {
-            tracing::error!(error = %join, "the ADS server task failed");
-            Ok(())
-        }
-    }
+    tracing::info!("kpool-mesh serve stopped");
 }
 
 #[derive(Clone)]
@@ -181,19 +157,15 @@ async fn metrics_text(State(h): State<Http>) -> Response {
         .into_response()
 }
 
-/// A TLS handshake on the ADS listener must finish within this time, or the connection is
-/// closed: a client that connects and says nothing holds a socket only that long.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The ADS listener's TLS from `--tls-cert` (a PEM certificate chain, leaf first) and
 /// `--tls-key` (its PEM private key), checked here so a bad file is named at start rather
-/// than reported by the gRPC server as a bare TLS error. Handshakes are bounded by
-/// [`TLS_HANDSHAKE_TIMEOUT`]. The files are read once: a rotated certificate needs a
-/// restart.
+/// than reported as a bare TLS error; served as kpool's servers serve TLS (TLS 1.2 and 1.3,
+/// ALPN h2; `kpool_certs::tls`). Handshakes are bounded by the ADS listener's limits. The
+/// files are read once: a rotated certificate needs a restart.
 pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<tonic::transport::ServerTlsConfig, crate::MeshError> {
+) -> Result<Arc<rustls::ServerConfig>, crate::MeshError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |flag: &str, path: &std::path::Path| {
@@ -223,9 +195,14 @@ pub fn tls_config(
             key.display()
         ))
     })?;
-    Ok(tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem))
-        .timeout(TLS_HANDSHAKE_TIMEOUT))
+    let resolver = kpool_certs::tls::ReloadingResolver::load(cert, key).map_err(|e| {
+        crate::MeshError::Usage(format!(
+            "--tls-cert {} / --tls-key {}: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })?;
+    Ok(Arc::new(kpool_certs::tls::server_config(resolver)))
 }
 
 /// `--config-dir` as the served clusters name it: absolute, without a trailing slash.

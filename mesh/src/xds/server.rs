@@ -333,32 +333,32 @@ fn observe(
     }
 }
 
-/// Serves ADS on `listener` (TLS when `tls` is given) until `shutdown` resolves. Each
-/// connection is kept alive by HTTP/2 pings, so a sidecar that vanished without closing
-/// its stream is noticed and its stream's memory freed.
-pub async fn serve(
+/// Serves ADS on `listener` (TLS when `tls` is given) behind kpool's hardened accept loop
+/// (`kpool-serve`, shared with the webhook and the agent): at most
+/// `limits.max_connections` sidecars at once, a TLS handshake and a first request bounded in
+/// time, a connection with no stream closed when idle, HTTP/2 pings finding a sidecar that
+/// vanished with its stream open (its stream's memory is then freed), and a bounded number
+/// of streams per connection. A stream itself lives as long as the sidecar keeps it.
+pub fn spawn(
     listener: tokio::net::TcpListener,
     service: AdsService,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    builder
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: kpool_serve::Limits,
+    metrics: &kpool_serve::ListenerMetrics,
+) -> kpool_serve::Serving {
+    let router = tonic::service::Routes::new(service.into_server()).into_axum_router();
+    kpool_serve::spawn("ads", listener, tls, router, limits, metrics)
 }
 
-/// How often an idle connection is pinged...
-pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// ...and how long the answer may take before the connection is closed.
-pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The ADS listener's bounds: many sidecars (each one long-lived connection with one
+/// stream), which must start their stream soon after connecting.
+pub fn ads_limits(max_connections: usize) -> kpool_serve::Limits {
+    kpool_serve::Limits {
+        max_connections,
+        handshake_timeout: std::time::Duration::from_secs(10),
+        header_timeout: std::time::Duration::from_secs(10),
+        idle_timeout: std::time::Duration::from_secs(90),
+        request_timeout: std::time::Duration::from_secs(10),
+        max_h2_streams: 8,
+    }
+}
